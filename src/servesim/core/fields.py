@@ -1,0 +1,64 @@
+"""Small validators shared by every config factory; each raises ConfigError naming the field."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from servesim.core.errors import ConfigError
+
+
+def check_keys(table: Mapping[str, Any], field: str, allowed: Iterable[str]) -> None:
+    """Raise ConfigError for the first key of ``table`` not in ``allowed``."""
+    allowed = list(allowed)
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(
+                f"{field}.{key}" if field else key,
+                table[key],
+                "no such field; valid fields are " + ", ".join(sorted(allowed)),
+                choices=allowed,
+            )
+
+
+def require(table: Mapping[str, Any], key: str, field: str) -> Any:
+    """Return ``table[key]``; raise ConfigError if the field is missing."""
+    if key not in table:
+        raise ConfigError(f"{field}.{key}", None, "a value (the field is required)")
+    return table[key]
+
+
+def number(value: Any, field: str, *, low: float | None = None, low_open: bool = False,
+           high: float | None = None) -> float:
+    """Return ``value`` as a float within bounds; raise ConfigError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(field, value, "a number")
+    v = float(value)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ConfigError(field, value, "a finite number")
+    if low is not None and (v < low or (low_open and v == low)):
+        raise ConfigError(field, value, f"a number {'>' if low_open else '>='} {low:g}")
+    if high is not None and v > high:
+        raise ConfigError(field, value, f"a number <= {high:g}")
+    return v
+
+
+def integer(value: Any, field: str, *, low: int | None = None, high: int | None = None) -> int:
+    """Return ``value`` as an int within bounds; raise ConfigError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ConfigError(field, value, "an integer")
+    if low is not None and value < low:
+        raise ConfigError(field, value, f"an integer >= {low}")
+    if high is not None and value > high:
+        raise ConfigError(field, value, f"an integer <= {high}")
+    return int(value)
+
+
+def table(value: Any, field: str) -> Mapping[str, Any]:
+    """Return ``value`` if it is a table (dict); raise ConfigError otherwise."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(field, value, "a table such as { kind = ... }")
+    return value
