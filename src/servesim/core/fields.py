@@ -18,6 +18,7 @@ def check_keys(table: Mapping[str, Any], field: str, allowed: Iterable[str]) -> 
                 table[key],
                 "no such field; valid fields are " + ", ".join(sorted(allowed)),
                 choices=allowed,
+                near=key,
             )
 
 

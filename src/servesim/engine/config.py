@@ -1,0 +1,137 @@
+"""Frozen engine settings, validated on construction; no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from servesim.core.errors import ConfigError
+
+BATCHING = ("static", "fastertransformer", "vllm", "orca", "sarathi", "greedy")
+VICTIMS = ("newest", "oldest", "most_blocks", "fewest_blocks")
+PREEMPTION = ("recompute", "swap")
+
+
+@dataclass(frozen=True)
+class KVConfig:
+    """The paged KV cache of one replica.
+
+    Attributes:
+        block_tokens: tokens per KV block.
+        blocks: capacity in blocks (GPU memory for KV).
+        watermark: fraction of blocks an admission of a waiting request must leave free.
+        preemption: "recompute" (drop the KV, re-prefill prompt + generated tokens on resume) or
+            "swap" (copy the KV to host memory and back).
+        victim: which running request is preempted first: "newest" (most recently admitted, as
+            vLLM), "oldest", "most_blocks" or "fewest_blocks".
+        host_blocks: host memory for swapped KV, in blocks (swap only).
+        swap_bytes_per_s: host link bandwidth, bytes per second (swap only).
+        block_bytes: bytes of one KV block (swap only: sets the transfer time).
+    """
+
+    block_tokens: int = 16
+    blocks: int = 1 << 40
+    watermark: float = 0.0
+    preemption: str = "recompute"
+    victim: str = "newest"
+    host_blocks: int = 0
+    swap_bytes_per_s: float = 25e9
+    block_bytes: int = 16 * 131072
+
+    def __post_init__(self) -> None:
+        if self.block_tokens < 1:
+            raise ConfigError("engine.kv.block_tokens", self.block_tokens, "an integer >= 1")
+        if self.blocks < 1:
+            raise ConfigError("engine.kv.blocks", self.blocks, "an integer >= 1")
+        if not 0.0 <= self.watermark < 1.0:
+            raise ConfigError("engine.kv.watermark", self.watermark, "a fraction in [0, 1)")
+        if self.preemption not in PREEMPTION:
+            raise ConfigError("engine.kv.preemption", self.preemption,
+                              "one of " + ", ".join(PREEMPTION), choices=PREEMPTION)
+        if self.victim not in VICTIMS:
+            raise ConfigError("engine.kv.victim", self.victim,
+                              "one of " + ", ".join(VICTIMS), choices=VICTIMS)
+        if self.host_blocks < 0:
+            raise ConfigError("engine.kv.host_blocks", self.host_blocks, "an integer >= 0")
+        if self.swap_bytes_per_s <= 0:
+            raise ConfigError("engine.kv.swap_bytes_per_s", self.swap_bytes_per_s, "a number > 0")
+        if self.block_bytes < 1:
+            raise ConfigError("engine.kv.block_bytes", self.block_bytes, "an integer >= 1")
+
+    @property
+    def watermark_blocks(self) -> int:
+        """Blocks an admission must leave free."""
+        return int(self.watermark * self.blocks)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """One replica's batching rule and limits (the cost model is passed beside it).
+
+    Attributes:
+        batching: the batching system, one of ``BATCHING``.
+        token_budget: b_max, the most tokens (prefill + decode) in one iteration.
+        max_batch_size: k_max, the most running requests (decoding or prefilling) at once.
+        chunk_tokens: the most prefill tokens one request takes in one iteration (chunking
+            systems only); defaults to ``token_budget``.
+        max_model_len: the longest request, prompt + output tokens; longer requests are
+            rejected at arrival. Defaults to ``token_budget`` for systems that do not chunk
+            prefills (their whole prefill must fit one iteration) and to unlimited otherwise.
+        kv: the KV cache.
+    """
+
+    batching: str = "sarathi"
+    token_budget: int = 512
+    max_batch_size: int = 1 << 30
+    chunk_tokens: int | None = None
+    max_model_len: int | None = None
+    kv: KVConfig = KVConfig()
+
+    def __post_init__(self) -> None:
+        if self.batching not in BATCHING:
+            raise ConfigError("engine.batching", self.batching,
+                              "one of " + ", ".join(BATCHING), choices=BATCHING)
+        if self.token_budget < 1:
+            raise ConfigError("engine.token_budget", self.token_budget, "an integer >= 1")
+        if self.max_batch_size < 1:
+            raise ConfigError("engine.max_batch_size", self.max_batch_size, "an integer >= 1")
+        if self.chunk_tokens is not None and self.chunk_tokens < 1:
+            raise ConfigError("engine.chunk_tokens", self.chunk_tokens, "an integer >= 1")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise ConfigError("engine.max_model_len", self.max_model_len, "an integer >= 2")
+        if not self.chunks and self.max_model_len is not None \
+                and self.max_model_len > self.token_budget:
+            raise ConfigError(
+                "engine.max_model_len", self.max_model_len,
+                f"<= engine.token_budget ({self.token_budget}) for batching "
+                f"'{self.batching}', which runs each prefill whole in one iteration")
+        self._check_capacity()
+
+    def _check_capacity(self) -> None:
+        """Refuse a KV cache too small for the longest admissible request."""
+        longest = self.model_len_limit
+        if longest is None:
+            return
+        usable = self.kv.blocks - self.kv.watermark_blocks
+        needed = -(-longest // self.kv.block_tokens)
+        if needed > usable:
+            raise ConfigError(
+                "engine.kv.blocks", self.kv.blocks,
+                f"at least {needed + self.kv.watermark_blocks} blocks, so that one request of "
+                f"max_model_len={longest} tokens fits beside the watermark")
+
+    @property
+    def chunks(self) -> bool:
+        """Whether this batching system may split a prefill across iterations."""
+        return self.batching in ("orca", "sarathi", "greedy")
+
+    @property
+    def chunk_limit(self) -> int:
+        """Prefill tokens one request may take per iteration."""
+        return self.chunk_tokens if self.chunk_tokens is not None else self.token_budget
+
+    @property
+    def model_len_limit(self) -> int | None:
+        """The effective max_model_len (None: unlimited)."""
+        if self.max_model_len is not None:
+            return self.max_model_len
+        return None if self.chunks else self.token_budget

@@ -1,0 +1,319 @@
+"""The reference stepper: a plain loop that touches every request at every iteration.
+
+It is slow on purpose (O(batch) per iteration) and written to be obviously right; the fast
+replica in ``replica.py`` must produce identical request records. Tests hold the two together.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from servesim.core.errors import SimulationError
+from servesim.engine.config import EngineConfig
+from servesim.engine.state import (
+    ITERATION_COLUMNS,
+    STATUS_NAMES,
+    EngineRun,
+    Status,
+    check_transition,
+    iteration_frame,
+)
+from servesim.policies.batching import make_policy
+from servesim.workload.requests import Requests
+
+
+class _Req:
+    """Mutable state of one request (the spec lives in ``Requests``)."""
+
+    def __init__(self, i: int, arrival: float, prompt: int, output: int) -> None:
+        self.id = i
+        self.arrival = arrival
+        self.prompt = prompt
+        self.output = output
+        self.status = Status.PENDING
+        self.computed = 0
+        self.generated = 0
+        self.blocks = 0
+        self.need = prompt
+        self.admitted_s = float("nan")
+        self.finish_s = float("nan")
+        self.preemptions = 0
+        self.recomputed = 0
+        self.swapped_bytes = 0
+        self.token_times: list[float] = []
+
+    def move(self, new: Status) -> None:
+        check_transition(self.status, new)
+        self.status = new
+
+
+class ReferenceStepper:
+    """The plain step loop; also the view its policy reads."""
+
+    def __init__(self, requests: Requests, config: EngineConfig, cost,
+                 record_batches: bool = False) -> None:
+        self.cfg = config
+        self.cost = cost
+        self.policy = make_policy(config.batching)
+        kv = config.kv
+        self.budget = config.token_budget
+        self.max_batch = config.max_batch_size
+        self.chunk_limit = config.chunk_limit
+        self.block_tokens = kv.block_tokens
+        self.watermark_blocks = kv.watermark_blocks
+        self.free_blocks = kv.blocks
+        self.host_free = kv.host_blocks
+        self.reqs = [_Req(i, float(a), int(p), int(d)) for i, (a, p, d) in enumerate(
+            zip(requests.arrival_s, requests.prompt_tokens, requests.output_tokens,
+                strict=True))]
+        self.queue: deque[_Req] = deque()
+        self.swapped: deque[_Req] = deque()
+        self.running: list[_Req] = []
+        self.waiting: deque[_Req] | tuple = self.queue
+        self.batches: list | None = [] if record_batches else None
+        self.rows: dict[str, list] = {c: [] for c in ITERATION_COLUMNS}
+        self.limit = _length_limit(config)
+
+    # -- the view -----------------------------------------------------------------------
+    @property
+    def prefilling(self) -> list[_Req]:
+        return [r for r in self.running if r.need > 0]
+
+    @property
+    def decoders(self) -> list[_Req]:
+        return [r for r in self.running if r.need == 0]
+
+    @property
+    def n_decoders(self) -> int:
+        return len(self.decoders)
+
+    @property
+    def n_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def decode_need(self) -> int:
+        return self._need(self.decoders)
+
+    def _need(self, decoders: Sequence[_Req]) -> int:
+        return sum(1 for r in decoders if r.computed % self.block_tokens == 0)
+
+    # -- setup --------------------------------------------------------------------------
+    def start_decoding(self, i: int) -> None:
+        """Put request ``i`` in the engine at its arrival, prefill already done (for tests)."""
+        r = self.reqs[i]
+        r.move(Status.WAITING)
+        r.move(Status.RUNNING)
+        r.computed, r.need, r.admitted_s = r.prompt, 0, r.arrival
+        r.blocks = -(-r.prompt // self.block_tokens)
+        self.free_blocks -= r.blocks
+        self.running.append(r)
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self, until_s: float | None = None,
+            progress: Callable[[float], None] | None = None) -> EngineRun:
+        t = 0.0
+        nxt = 0
+        n = len(self.reqs)
+        while nxt < n and self.reqs[nxt].status != Status.PENDING:
+            nxt += 1
+        while True:
+            while nxt < n and self.reqs[nxt].arrival <= t:
+                self._arrive(self.reqs[nxt])
+                nxt += 1
+            busy = self.running or self.queue or self.swapped
+            if not busy:
+                if nxt >= n:
+                    break
+                t = max(t, self.reqs[nxt].arrival)
+                if until_s is not None and t >= until_s:
+                    break
+                continue
+            if until_s is not None and t >= until_s:
+                break
+            dur = self._iterate(t)
+            if dur is None:
+                if nxt >= n:
+                    raise SimulationError("engine stalled with requests it can never serve")
+                t = self.reqs[nxt].arrival
+                continue
+            t = t + dur
+        return self._result(t)
+
+    def _arrive(self, r: _Req) -> None:
+        if r.prompt + r.output > self.limit:
+            r.move(Status.REJECTED)
+            return
+        r.move(Status.WAITING)
+        self.queue.append(r)
+
+    def _iterate(self, t: float) -> float | None:
+        demand = sum(r.need if r.need > 0 else 1 for r in self._in_system())
+        self.swap_s = 0.0
+        self.waiting = self.queue
+        self._swap_in()
+        plan = self._plan_with_preemption()
+        if plan is None:
+            return None
+        decoders = self.decoders[: plan.decode]
+        ctx = sum(r.computed for r in decoders)
+        prefill = sum(x for _, x in plan.chunks)
+        dur = self.cost.iteration_s(prefill, len(decoders), ctx) + self.swap_s
+        end = t + dur
+        if self.batches is not None:
+            self.batches.append([(r.id, "d", 1) for r in decoders] +
+                                [(r.id, "p", x) for r, x in plan.chunks])
+        for r, x in plan.chunks:
+            self._prefill(r, x, t)
+        for r in decoders:
+            self._decode(r, end)
+        self._record(t, dur, prefill, len(decoders), len(plan.chunks), demand)
+        return dur
+
+    def _in_system(self):
+        yield from self.running
+        yield from self.queue
+        yield from self.swapped
+
+    def _plan_with_preemption(self):
+        while True:
+            plan = self.policy.plan(self)
+            empty = plan.decode == 0 and not plan.chunks
+            if empty and not self.running:
+                return None
+            fits = self._need(self.decoders[: plan.decode]) + self._chunk_blocks(plan) \
+                <= self.free_blocks
+            if fits and not empty:
+                return plan
+            self._preempt(self._victim())
+
+    def _chunk_blocks(self, plan) -> int:
+        B = self.block_tokens
+        return sum(-(-(r.computed + x) // B) - -(-r.computed // B) for r, x in plan.chunks)
+
+    def _victim(self) -> _Req:
+        rule = self.cfg.kv.victim
+        if rule == "newest":
+            return self.running[-1]
+        if rule == "oldest":
+            return self.running[0]
+        order = list(reversed(self.running))   # ties go to the newest
+        if rule == "most_blocks":
+            return max(order, key=lambda r: r.blocks)
+        return min(order, key=lambda r: r.blocks)
+
+    def _preempt(self, r: _Req) -> None:
+        kv = self.cfg.kv
+        self.running.remove(r)
+        r.preemptions += 1
+        self.waiting = ()
+        if kv.preemption == "swap" and r.blocks <= self.host_free:
+            moved = r.blocks * kv.block_bytes
+            self.swap_s += moved / kv.swap_bytes_per_s
+            r.swapped_bytes += moved
+            self.host_free -= r.blocks
+            self.free_blocks += r.blocks
+            r.move(Status.SWAPPED)
+            self.swapped.append(r)
+            return
+        self.free_blocks += r.blocks
+        r.recomputed += r.computed
+        r.computed, r.blocks = 0, 0
+        r.need = r.prompt + r.generated
+        r.move(Status.WAITING)
+        self.queue.appendleft(r)
+
+    def _swap_in(self) -> None:
+        kv = self.cfg.kv
+        while self.swapped and len(self.running) < self.max_batch:
+            r = self.swapped[0]
+            grow = 1 if r.need == 0 and r.computed % self.block_tokens == 0 else 0
+            if r.blocks + grow > self.free_blocks - self.decode_need - self.watermark_blocks:
+                return
+            self.swapped.popleft()
+            moved = r.blocks * kv.block_bytes
+            self.swap_s += moved / kv.swap_bytes_per_s
+            r.swapped_bytes += moved
+            self.host_free += r.blocks
+            self.free_blocks -= r.blocks
+            r.move(Status.RUNNING)
+            self.running.append(r)
+
+    def _prefill(self, r: _Req, x: int, t: float) -> None:
+        if r.status == Status.WAITING:
+            self.queue.remove(r)
+            r.move(Status.RUNNING)
+            self.running.append(r)
+            if r.admitted_s != r.admitted_s:
+                r.admitted_s = t
+        B = self.block_tokens
+        new_blocks = -(-(r.computed + x) // B)
+        self.free_blocks -= new_blocks - r.blocks
+        r.blocks = new_blocks
+        r.computed += x
+        r.need -= x
+
+    def _decode(self, r: _Req, end: float) -> None:
+        B = self.block_tokens
+        r.computed += 1
+        r.generated += 1
+        new_blocks = -(-r.computed // B)
+        self.free_blocks -= new_blocks - r.blocks
+        r.blocks = new_blocks
+        r.token_times.append(end)
+        if r.generated == r.output:
+            r.move(Status.FINISHED)
+            r.finish_s = end
+            self.running.remove(r)
+            self.free_blocks += r.blocks
+            r.blocks = 0
+        if self.free_blocks < 0:
+            raise SimulationError("KV cache over capacity")
+
+    def _record(self, t, dur, prefill, decode, chunks, demand) -> None:
+        rows = self.rows
+        used = self.cfg.kv.blocks - self.free_blocks
+        backlog = sum(r.need + r.output - r.generated for r in self._in_system())
+        for key, val in (("start_s", t), ("duration_s", dur), ("prefill_tokens", prefill),
+                         ("decode_tokens", decode), ("batch_size", decode + chunks),
+                         ("kv_blocks_used", used),
+                         ("waiting", len(self.queue) + len(self.swapped)),
+                         ("running", len(self.running)), ("backlog_tokens", backlog),
+                         ("demand_tokens", demand)):
+            rows[key].append(val)
+
+    def _result(self, t: float) -> EngineRun:
+        reqs = self.reqs
+        first = [r.token_times[0] if r.token_times else np.nan for r in reqs]
+        gaps = [float(np.max(np.diff(r.token_times))) if len(r.token_times) > 1 else np.nan
+                for r in reqs]
+        frame = pd.DataFrame({
+            "id": np.arange(len(reqs), dtype=np.int64),
+            "class": "",
+            "arrival_s": [r.arrival for r in reqs],
+            "prompt_tokens": np.array([r.prompt for r in reqs], dtype=np.int64),
+            "output_tokens": np.array([r.output for r in reqs], dtype=np.int64),
+            "status": [STATUS_NAMES[r.status] for r in reqs],
+            "admitted_s": [r.admitted_s for r in reqs],
+            "first_token_s": first,
+            "finish_s": [r.finish_s for r in reqs],
+            "generated_tokens": np.array([r.generated for r in reqs], dtype=np.int64),
+            "preemptions": np.array([r.preemptions for r in reqs], dtype=np.int64),
+            "recomputed_tokens": np.array([r.recomputed for r in reqs], dtype=np.int64),
+            "swapped_bytes": np.array([r.swapped_bytes for r in reqs], dtype=np.int64),
+            "max_token_gap_s": gaps,
+        })
+        done = sum(r.status in (Status.FINISHED, Status.REJECTED) for r in reqs)
+        return EngineRun(frame, iteration_frame(self.rows), t, done < len(reqs), self.batches)
+
+
+def _length_limit(config: EngineConfig) -> int:
+    """The longest request (prompt + output tokens) this engine can ever hold."""
+    kv = config.kv
+    by_memory = (kv.blocks - kv.watermark_blocks) * kv.block_tokens
+    limit = config.model_len_limit
+    return by_memory if limit is None else min(limit, by_memory)

@@ -1,0 +1,202 @@
+"""Batching systems as policies: each reads a view of the replica and returns a StepPlan.
+
+A policy never touches blocks or clocks. It reads these attributes of the view (the replica
+itself, read-only by contract):
+
+- ``budget`` (b_max, tokens), ``max_batch`` (k_max, requests), ``chunk_limit`` (tokens one
+  request may prefill per iteration), ``block_tokens``, ``free_blocks``, ``watermark_blocks``;
+- ``n_decoders`` (running requests ready to decode), ``decode_need`` (blocks the decoders need if
+  all take a token now), ``n_running``;
+- ``prefilling`` (running requests with prefill left, admission order) and ``waiting`` (queue
+  order); each request exposes ``need`` (prefill tokens left) and ``computed`` (tokens in KV).
+
+A plan names only what changes: how many decoders take a token (the oldest ``decode`` of them in
+admission order) and the prefill chunks, where a chunk of a waiting request admits it. So a
+decode-only stretch is one plan that repeats, which is what lets the engine skip through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from servesim.core.registry import lookup
+
+
+class StepPlan:
+    """One iteration: ``decode`` decoders take a token; ``chunks`` are (request, tokens) pairs."""
+
+    __slots__ = ("decode", "chunks")
+
+    def __init__(self, decode: int, chunks: list[tuple[Any, int]]) -> None:
+        self.decode = decode
+        self.chunks = chunks
+
+    def __repr__(self) -> str:
+        return f"StepPlan(decode={self.decode}, chunks={[(r.id, x) for r, x in self.chunks]})"
+
+
+def _fill(view: Any, left: int, avail: int, chunked: bool, chunks: list,
+          limit: int | None = None) -> int:
+    """Append FCFS prefill chunks (running prefills first, then admissions) within the budget
+    ``left`` and ``avail`` free blocks; return the budget left.
+
+    A request that cannot proceed blocks those behind it (head-of-line, as vLLM): skipping it
+    would reorder the queue, which is a policy of its own. ``limit`` overrides the per-request
+    chunk limit.
+    """
+    B = view.block_tokens
+    if limit is None:
+        limit = view.chunk_limit if chunked else 1 << 62
+    for req in view.prefilling:
+        if left <= 0:
+            return left
+        x, avail = _chunk(req, left, avail, chunked, limit, B)
+        if x <= 0:
+            return left
+        chunks.append((req, x))
+        left -= x
+    avail -= view.watermark_blocks
+    room = view.max_batch - view.n_running
+    for req in view.waiting:
+        if left <= 0 or room <= 0:
+            return left
+        x, avail = _chunk(req, left, avail, chunked, limit, B)
+        if x <= 0:
+            return left
+        chunks.append((req, x))
+        left -= x
+        room -= 1
+    return left
+
+
+def _chunk(req: Any, left: int, avail: int, chunked: bool, limit: int, B: int) -> tuple[int, int]:
+    """Tokens ``req`` prefills now (0 if none) and the blocks still free after it."""
+    c = req.computed
+    held = -(-c // B)
+    fit = (held + avail) * B - c
+    if chunked:
+        x = min(req.need, left, limit, fit)
+    else:
+        x = req.need
+        if x > left or x > fit:
+            return 0, avail
+    if x <= 0:
+        return 0, avail
+    return x, avail - (-(-(c + x) // B) - held)
+
+
+class Policy:
+    """Base of the batching systems.
+
+    Attributes:
+        chunked: whether prefills may be split across iterations.
+    """
+
+    name = "policy"
+    chunked = False
+
+    def plan(self, view: Any) -> StepPlan:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Sarathi(Policy):
+    """Sarathi-Serve: every decoder takes its token first, then FCFS prefill chunks fill the rest
+    of the budget, so decodes never stall behind a prefill."""
+
+    name = "sarathi"
+    chunked = True
+
+    def plan(self, view: Any) -> StepPlan:
+        decode = min(view.n_decoders, view.budget)
+        chunks: list = []
+        _fill(view, view.budget - decode, view.free_blocks - view.decode_need, True, chunks)
+        return StepPlan(decode, chunks)
+
+
+class Orca(Policy):
+    """Orca: FCFS prefill chunks take the budget first; decode tokens, oldest first, fill the
+    rest. Decoders' next blocks are reserved before prefill chunks are sized."""
+
+    name = "orca"
+    chunked = True
+
+    def plan(self, view: Any) -> StepPlan:
+        chunks: list = []
+        left = _fill(view, view.budget, view.free_blocks - view.decode_need, True, chunks)
+        return StepPlan(min(view.n_decoders, left), chunks)
+
+
+class VLLM(Policy):
+    """Vanilla vLLM: if a whole prefill can be admitted, a prefill-only batch of whole prefills
+    (FCFS, while they fit); otherwise a decode-only batch. Never mixes the two."""
+
+    name = "vllm"
+
+    def plan(self, view: Any) -> StepPlan:
+        chunks: list = []
+        _fill(view, view.budget, view.free_blocks, False, chunks)
+        if chunks:
+            return StepPlan(0, chunks)
+        return StepPlan(min(view.n_decoders, view.budget), chunks)
+
+
+class FasterTransformer(Policy):
+    """Stylised FasterTransformer: while anyone decodes, a decode-only batch; otherwise whole
+    prefills, FCFS, while they fit. Arrivals cannot interrupt a decode stretch."""
+
+    name = "fastertransformer"
+
+    def plan(self, view: Any) -> StepPlan:
+        if view.n_decoders:
+            return StepPlan(min(view.n_decoders, view.budget), [])
+        chunks: list = []
+        _fill(view, view.budget, view.free_blocks, False, chunks)
+        return StepPlan(0, chunks)
+
+
+class Static(Policy):
+    """Request-level (static) batching: a batch is formed only when the engine is empty, from
+    whole prefills that fit one iteration, and decodes until its last request finishes;
+    nothing joins a running batch. Finished requests leave the batch (no padding cost)."""
+
+    name = "static"
+
+    def plan(self, view: Any) -> StepPlan:
+        if view.n_running:
+            return StepPlan(min(view.n_decoders, view.budget), [])
+        chunks: list = []
+        _fill(view, view.budget, view.free_blocks, False, chunks)
+        return StepPlan(0, chunks)
+
+
+class Greedy(Policy):
+    """The generic work-conserving rule: decoders first, then FCFS prefill chunks that fill
+    the rest of the budget. It ignores ``chunk_limit``, so every batch carries
+    min(b_max, demand) tokens whenever memory allows. It coincides with Sarathi-Serve when the
+    chunk limit is the whole budget; with a smaller limit Sarathi may leave budget unused."""
+
+    name = "greedy"
+    chunked = True
+
+    def plan(self, view: Any) -> StepPlan:
+        decode = min(view.n_decoders, view.budget)
+        chunks: list = []
+        _fill(view, view.budget - decode, view.free_blocks - view.decode_need, True, chunks,
+              limit=1 << 62)
+        return StepPlan(decode, chunks)
+
+
+POLICIES: dict[str, Callable[[], Policy]] = {
+    "static": Static,
+    "fastertransformer": FasterTransformer,
+    "vllm": VLLM,
+    "orca": Orca,
+    "sarathi": Sarathi,
+    "greedy": Greedy,
+}
+
+
+def make_policy(name: str, field: str = "engine.batching") -> Policy:
+    """Return a fresh policy by name; raises ConfigError with the closest name if unknown."""
+    return lookup(POLICIES, name, field)()

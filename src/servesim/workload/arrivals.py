@@ -1,0 +1,367 @@
+"""Arrival processes: when requests reach the engine.
+
+Each process knows its long-run rate (``rate_per_s``) and the squared coefficient of variation of
+its inter-arrival times (``scv``: 1 for Poisson, 0 for deterministic), and samples either the first
+``n`` arrivals or every arrival before a horizon, in vectorised chunks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from servesim.core.errors import ConfigError
+from servesim.core.fields import check_keys, integer, number, require, table
+from servesim.core.registry import lookup
+from servesim.workload.distributions import construct
+
+# Chunks are sized from the expected count, but never above this many draws at once.
+_MAX_CHUNK = 2**20
+
+
+@runtime_checkable
+class ArrivalProcess(Protocol):
+    """What every arrival process offers."""
+
+    @property
+    def rate_per_s(self) -> float: ...
+
+    @property
+    def scv(self) -> float: ...
+
+    def sample(self, rng: np.random.Generator, n: int | None = None,
+               horizon_s: float | None = None) -> np.ndarray: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def check_amount(n: int | None, horizon_s: float | None) -> tuple[int | None, float | None]:
+    """Validate that exactly one of ``n`` / ``horizon_s`` is given.
+
+    Raises ConfigError on ``run.requests`` / ``run.horizon_s`` otherwise, or if ``n`` is not an
+    integer >= 0 or ``horizon_s`` not a number > 0.
+    """
+    if (n is None) == (horizon_s is None):
+        raise ConfigError("run.requests", n, "exactly one of run.requests and run.horizon_s")
+    if n is not None:
+        return integer(n, "run.requests", low=0), None
+    return None, number(horizon_s, "run.horizon_s", low=0, low_open=True)
+
+
+class _Renewal:
+    """Shared sampling for renewal processes: i.i.d. gaps, first arrival after one gap."""
+
+    rate_per_s: float
+    scv: float
+
+    def _gaps(self, rng: np.random.Generator, m: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def sample(self, rng: np.random.Generator, n: int | None = None,
+               horizon_s: float | None = None) -> np.ndarray:
+        """Return the first ``n`` arrival times, or all arrivals before ``horizon_s``, sorted.
+
+        Raises ConfigError unless exactly one of ``n`` / ``horizon_s`` is given.
+        """
+        n, horizon_s = check_amount(n, horizon_s)
+        if n is not None:
+            return np.cumsum(self._gaps(rng, n))
+        assert horizon_s is not None
+        expected = self.rate_per_s * horizon_s
+        # Five standard deviations of the count above its mean: one chunk almost always suffices.
+        size = int(min(expected + 5 * math.sqrt(expected * max(self.scv, 1.0)) + 16, _MAX_CHUNK))
+        chunks, t0 = [], 0.0
+        while t0 < horizon_s:
+            times = t0 + np.cumsum(self._gaps(rng, size))
+            chunks.append(times)
+            t0 = float(times[-1])
+        times = np.concatenate(chunks)
+        return times[times < horizon_s]
+
+
+def _rate(value: Any, name: str) -> float:
+    return number(value, name, low=0, low_open=True)
+
+
+@dataclass(frozen=True)
+class Poisson(_Renewal):
+    """Poisson arrivals: exponential gaps with mean 1/rate, never clipped (scv = 1).
+
+    Raises ConfigError unless ``rate_per_s`` > 0.
+    """
+
+    rate_per_s: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate_per_s", _rate(self.rate_per_s, "poisson.rate_per_s"))
+
+    @property
+    def scv(self) -> float:  # type: ignore[override]
+        return 1.0
+
+    def _gaps(self, rng: np.random.Generator, m: int) -> np.ndarray:
+        return rng.exponential(1.0 / self.rate_per_s, size=m)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "poisson", "rate_per_s": self.rate_per_s}
+
+
+@dataclass(frozen=True)
+class Deterministic(_Renewal):
+    """Evenly spaced arrivals at k / rate for k = 1, 2, ... (scv = 0).
+
+    Raises ConfigError unless ``rate_per_s`` > 0.
+    """
+
+    rate_per_s: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate_per_s", _rate(self.rate_per_s, "deterministic.rate_per_s"))
+
+    @property
+    def scv(self) -> float:  # type: ignore[override]
+        return 0.0
+
+    def sample(self, rng: np.random.Generator, n: int | None = None,
+               horizon_s: float | None = None) -> np.ndarray:
+        """Return k / rate for k = 1..n, or every such time below ``horizon_s`` (``rng`` unused).
+
+        Raises ConfigError unless exactly one of ``n`` / ``horizon_s`` is given.
+        """
+        n, horizon_s = check_amount(n, horizon_s)
+        if n is None:
+            assert horizon_s is not None
+            n = math.floor(horizon_s * self.rate_per_s) + 1
+        # k / rate, not a cumulative sum, so times do not drift by rounding.
+        times = np.arange(1, n + 1, dtype=np.float64) / self.rate_per_s
+        return times if horizon_s is None else times[times < horizon_s]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "deterministic", "rate_per_s": self.rate_per_s}
+
+
+@dataclass(frozen=True)
+class GammaRenewal(_Renewal):
+    """Renewal process with gamma gaps: mean 1/rate, coefficient of variation ``cv``.
+
+    Shape k = 1/cv**2 and scale 1/(rate k); cv < 1 is smoother than Poisson, cv > 1 burstier.
+    With cv near the cap of 10 the shape is 0.01, and a gap can underflow to 0.0 in float64
+    (probability ~6e-4 per gap at cv = 10, < 1e-12 below cv = 5): simultaneous arrivals, not
+    clipping.
+
+    Raises ConfigError unless ``rate_per_s`` > 0 and 0 < ``cv`` <= 10.
+    """
+
+    rate_per_s: float
+    cv: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate_per_s", _rate(self.rate_per_s, "gamma.rate_per_s"))
+        object.__setattr__(self, "cv", number(self.cv, "gamma.cv", low=0, low_open=True, high=10))
+
+    @property
+    def scv(self) -> float:  # type: ignore[override]
+        return self.cv**2
+
+    def _gaps(self, rng: np.random.Generator, m: int) -> np.ndarray:
+        shape = 1.0 / self.cv**2
+        return rng.gamma(shape, 1.0 / (self.rate_per_s * shape), size=m)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "gamma", "rate_per_s": self.rate_per_s, "cv": self.cv}
+
+
+@dataclass(frozen=True)
+class MMPP2:
+    """Two-state Markov-modulated Poisson process.
+
+    The state alternates between "on" and "off" with exponential sojourns (means ``mean_on_s``,
+    ``mean_off_s``); within a state arrivals are Poisson at that state's rate. The first state is
+    drawn from the stationary law, and since sojourns are memoryless the whole path is stationary.
+    ``rate_per_s`` is the stationary mean rate; ``scv`` is that of the stationary inter-arrival
+    time, from the MAP formulas E[T^k] = k! phi (-D0)^-k 1.
+
+    Raises ConfigError if a rate is negative, both rates are 0, or a mean sojourn is not > 0.
+    """
+
+    rate_on_per_s: float
+    rate_off_per_s: float
+    mean_on_s: float
+    mean_off_s: float
+
+    def __post_init__(self) -> None:
+        for name in ("rate_on_per_s", "rate_off_per_s"):
+            object.__setattr__(self, name, number(getattr(self, name), f"mmpp2.{name}", low=0))
+        for name in ("mean_on_s", "mean_off_s"):
+            object.__setattr__(self, name, number(getattr(self, name), f"mmpp2.{name}", low=0,
+                                                  low_open=True))
+        if self.rate_on_per_s == 0 and self.rate_off_per_s == 0:
+            raise ConfigError("mmpp2.rate_on_per_s", 0.0, "a rate > 0 in at least one state")
+
+    @property
+    def p_on(self) -> float:
+        """Stationary probability of the "on" state."""
+        return self.mean_on_s / (self.mean_on_s + self.mean_off_s)
+
+    @property
+    def rate_per_s(self) -> float:
+        return self.p_on * self.rate_on_per_s + (1 - self.p_on) * self.rate_off_per_s
+
+    @property
+    def scv(self) -> float:
+        d0, d1 = self._map()
+        pi = np.array([self.p_on, 1 - self.p_on])
+        phi = pi @ d1 / (pi @ d1).sum()  # phase just after an arrival
+        inv = np.linalg.inv(-d0)
+        m1 = phi @ inv @ np.ones(2)
+        m2 = 2 * phi @ inv @ inv @ np.ones(2)
+        return float(m2 / m1**2 - 1)
+
+    def _map(self) -> tuple[np.ndarray, np.ndarray]:
+        """The (D0, D1) matrices of this MMPP as a Markovian arrival process."""
+        a, b = 1 / self.mean_on_s, 1 / self.mean_off_s
+        r = np.array([self.rate_on_per_s, self.rate_off_per_s])
+        d0 = np.array([[-a, a], [b, -b]]) - np.diag(r)
+        return d0, np.diag(r)
+
+    def sample(self, rng: np.random.Generator, n: int | None = None,
+               horizon_s: float | None = None) -> np.ndarray:
+        """Return the first ``n`` arrivals, or all before ``horizon_s``, sorted.
+
+        Draws on/off periods a chunk at a time, then a Poisson count per period and uniform
+        points within it.
+
+        Raises ConfigError unless exactly one of ``n`` / ``horizon_s`` is given.
+        """
+        n, horizon_s = check_amount(n, horizon_s)
+        cycle_s = self.mean_on_s + self.mean_off_s
+        per_cycle = self.rate_per_s * cycle_s
+        need = n / per_cycle if n is not None else horizon_s / cycle_s  # type: ignore[operator]
+        cycles = int(min(1.2 * need + 8, _MAX_CHUNK // 2))
+        on = bool(rng.random() < self.p_on)
+        chunks, t0, count = [], 0.0, 0
+        while (count < n) if n is not None else (t0 < horizon_s):  # type: ignore[operator]
+            times, t0 = self._periods(rng, on, t0, 2 * cycles)
+            chunks.append(times)
+            count += len(times)
+        times = np.sort(np.concatenate(chunks)) if chunks else np.empty(0)
+        return times[:n] if n is not None else times[times < horizon_s]
+
+    def _periods(self, rng: np.random.Generator, on: bool, t0: float,
+                 m: int) -> tuple[np.ndarray, float]:
+        """Arrivals in ``m`` (even) alternating periods from ``t0``, first one ``on`` or off."""
+        first, second = (0, 1) if on else (1, 0)
+        means = np.array([self.mean_on_s, self.mean_off_s])[[first, second] * (m // 2)]
+        rates = np.array([self.rate_on_per_s, self.rate_off_per_s])[[first, second] * (m // 2)]
+        durations = rng.exponential(1.0, size=m) * means
+        ends = t0 + np.cumsum(durations)
+        starts = ends - durations
+        counts = rng.poisson(rates * durations)
+        offsets = rng.random(int(counts.sum())) * np.repeat(durations, counts)
+        return np.sort(np.repeat(starts, counts) + offsets), float(ends[-1])
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "mmpp2", "rate_on_per_s": self.rate_on_per_s,
+                "rate_off_per_s": self.rate_off_per_s, "mean_on_s": self.mean_on_s,
+                "mean_off_s": self.mean_off_s}
+
+
+@dataclass(frozen=True)
+class Explicit:
+    """A given list of arrival times (seconds, >= 0, non-decreasing).
+
+    ``rate_per_s`` is (count - 1) / (last - first) and ``scv`` that of the gaps; both are nan when
+    undefined (fewer than two times, or all equal).
+
+    Raises ConfigError if the list is empty, has a negative or non-finite time, or decreases.
+    """
+
+    times_s: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "times_s", _times(self.times_s, "list.times_s"))
+
+    @property
+    def rate_per_s(self) -> float:
+        span = self.times_s[-1] - self.times_s[0]
+        return (len(self.times_s) - 1) / span if span > 0 else math.nan
+
+    @property
+    def scv(self) -> float:
+        gaps = np.diff(self.times_s)
+        if len(gaps) < 1 or gaps.mean() == 0:
+            return math.nan
+        return float(gaps.var() / gaps.mean() ** 2)
+
+    def sample(self, rng: np.random.Generator, n: int | None = None,
+               horizon_s: float | None = None) -> np.ndarray:
+        """Return the first ``n`` times, or those below ``horizon_s`` (``rng`` unused).
+
+        Raises ConfigError on ``run.requests`` if ``n`` exceeds the number of times, or unless
+        exactly one of ``n`` / ``horizon_s`` is given.
+        """
+        n, horizon_s = check_amount(n, horizon_s)
+        times = np.asarray(self.times_s, dtype=np.float64)
+        if n is None:
+            return times[times < horizon_s]
+        if n > len(times):
+            raise ConfigError("run.requests", n,
+                              f"at most {len(times)} (the arrival list has {len(times)} times)")
+        return times[:n]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "list", "times_s": list(self.times_s)}
+
+
+def _times(values: Sequence[float], name: str) -> tuple[float, ...]:
+    """Validate a non-empty, non-decreasing list of finite times >= 0."""
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence | np.ndarray):
+        raise ConfigError(name, values, "a list of times in seconds")
+    if len(values) == 0:
+        raise ConfigError(name, [], "a non-empty list of times in seconds")
+    out = tuple(number(v, name, low=0) for v in values)
+    gaps = np.diff(out)
+    if np.any(gaps < 0):
+        i = int(np.argmax(gaps < 0)) + 1
+        raise ConfigError(name, out[i], f"non-decreasing times (item {i} is below item {i - 1})")
+    return out
+
+
+# -- factories from TOML tables ----------------------------------------------------------------
+
+
+Factory = Callable[[Mapping[str, Any], str], ArrivalProcess]
+
+
+def _simple(cls: Callable[..., ArrivalProcess], keys: Sequence[str]) -> Factory:
+    """A factory that checks ``keys`` (all required) and builds ``cls``."""
+
+    def factory(spec: Mapping[str, Any], field: str) -> ArrivalProcess:
+        check_keys(spec, field, ["kind", *keys])
+        return construct(cls, field, **{key: require(spec, key, field) for key in keys})
+
+    return factory
+
+
+ARRIVALS: dict[str, Factory] = {
+    "poisson": _simple(Poisson, ["rate_per_s"]),
+    "deterministic": _simple(Deterministic, ["rate_per_s"]),
+    "gamma": _simple(GammaRenewal, ["rate_per_s", "cv"]),
+    "mmpp2": _simple(MMPP2, ["rate_on_per_s", "rate_off_per_s", "mean_on_s", "mean_off_s"]),
+    "list": _simple(Explicit, ["times_s"]),
+}
+
+
+def make_arrivals(spec: Mapping[str, Any], field: str) -> ArrivalProcess:
+    """Build an arrival process from a table like ``{ kind = "poisson", rate_per_s = 12.5 }``.
+
+    Raises ConfigError naming the full field (``workload.arrival.rate_per_s``) if the kind is
+    unknown (suggesting the closest), a key is unknown or missing, or a value is out of range.
+    """
+    spec = table(spec, field)
+    return lookup(ARRIVALS, require(spec, "kind", field), f"{field}.kind")(spec, field)
+
