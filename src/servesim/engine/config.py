@@ -74,8 +74,11 @@ class EngineConfig:
         chunk_tokens: the most prefill tokens one request takes in one iteration (chunking
             systems only); defaults to ``token_budget``.
         max_model_len: the longest request, prompt + output tokens; longer requests are
-            rejected at arrival. Defaults to ``token_budget`` for systems that do not chunk
-            prefills (their whole prefill must fit one iteration) and to unlimited otherwise.
+            rejected at arrival (default: unlimited, bounded only by the KV cache). Systems
+            that do not chunk prefills also reject prompts longer than ``token_budget``. After
+            a recompute preemption such a system re-prefills prompt + generated tokens whole;
+            if that exceeds the budget it runs alone in an oversized iteration (vLLM avoids
+            this by requiring token_budget >= max_model_len).
         kv: the KV cache.
     """
 
@@ -98,12 +101,6 @@ class EngineConfig:
             raise ConfigError("engine.chunk_tokens", self.chunk_tokens, "an integer >= 1")
         if self.max_model_len is not None and self.max_model_len < 2:
             raise ConfigError("engine.max_model_len", self.max_model_len, "an integer >= 2")
-        if not self.chunks and self.max_model_len is not None \
-                and self.max_model_len > self.token_budget:
-            raise ConfigError(
-                "engine.max_model_len", self.max_model_len,
-                f"<= engine.token_budget ({self.token_budget}) for batching "
-                f"'{self.batching}', which runs each prefill whole in one iteration")
         self._check_capacity()
 
     def _check_capacity(self) -> None:
@@ -132,6 +129,9 @@ class EngineConfig:
     @property
     def model_len_limit(self) -> int | None:
         """The effective max_model_len (None: unlimited)."""
-        if self.max_model_len is not None:
-            return self.max_model_len
+        return self.max_model_len
+
+    @property
+    def prompt_limit(self) -> int | None:
+        """The longest prompt this system can ever prefill (None: unlimited)."""
         return None if self.chunks else self.token_budget

@@ -67,6 +67,7 @@ class ReferenceStepper:
         self.watermark_blocks = kv.watermark_blocks
         self.free_blocks = kv.blocks
         self.host_free = kv.host_blocks
+        self.class_names = np.asarray(requests.class_names, dtype=object)[requests.class_id]
         self.reqs = [_Req(i, float(a), int(p), int(d)) for i, (a, p, d) in enumerate(
             zip(requests.arrival_s, requests.prompt_tokens, requests.output_tokens,
                 strict=True))]
@@ -145,7 +146,7 @@ class ReferenceStepper:
         return self._result(t)
 
     def _arrive(self, r: _Req) -> None:
-        if r.prompt + r.output > self.limit:
+        if r.prompt + r.output > self.limit[0] or r.prompt > self.limit[1]:
             r.move(Status.REJECTED)
             return
         r.move(Status.WAITING)
@@ -293,7 +294,7 @@ class ReferenceStepper:
                 for r in reqs]
         frame = pd.DataFrame({
             "id": np.arange(len(reqs), dtype=np.int64),
-            "class": "",
+            "class": self.class_names,
             "arrival_s": [r.arrival for r in reqs],
             "prompt_tokens": np.array([r.prompt for r in reqs], dtype=np.int64),
             "output_tokens": np.array([r.output for r in reqs], dtype=np.int64),
@@ -311,9 +312,12 @@ class ReferenceStepper:
         return EngineRun(frame, iteration_frame(self.rows), t, done < len(reqs), self.batches)
 
 
-def _length_limit(config: EngineConfig) -> int:
-    """The longest request (prompt + output tokens) this engine can ever hold."""
+def _length_limit(config: EngineConfig) -> tuple[int, int]:
+    """The longest request (prompt + output tokens) and the longest prompt this engine can
+    ever serve; longer ones are rejected at arrival."""
     kv = config.kv
     by_memory = (kv.blocks - kv.watermark_blocks) * kv.block_tokens
-    limit = config.model_len_limit
-    return by_memory if limit is None else min(limit, by_memory)
+    total = config.model_len_limit
+    prompt = config.prompt_limit
+    return (by_memory if total is None else min(total, by_memory),
+            by_memory if prompt is None else prompt)

@@ -48,6 +48,9 @@ def _fill(view: Any, left: int, avail: int, chunked: bool, chunks: list,
     B = view.block_tokens
     if limit is None:
         limit = view.chunk_limit if chunked else 1 << 62
+    # A lone whole re-prefill longer than the budget (after a recompute) may run by itself,
+    # or a system that cannot chunk would never serve it again.
+    oversize = not chunked and left == view.budget
     for req in view.prefilling:
         if left <= 0:
             return left
@@ -61,12 +64,15 @@ def _fill(view: Any, left: int, avail: int, chunked: bool, chunks: list,
     for req in view.waiting:
         if left <= 0 or room <= 0:
             return left
-        x, avail = _chunk(req, left, avail, chunked, limit, B)
+        x, avail = _chunk(req, view.budget if oversize and not chunks else left, avail,
+                          chunked, limit, B)
         if x <= 0:
             return left
         chunks.append((req, x))
         left -= x
         room -= 1
+        if left < 0:
+            return 0
     return left
 
 

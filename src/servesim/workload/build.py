@@ -330,7 +330,7 @@ def _time_factor(spec: Mapping[str, Any], field: str, rows: TraceRows, use_times
 def _trace_class(trace: TraceSource) -> WorkloadClass:
     """The single class of a trace: Empirical marginals of its lengths, for theory."""
     def dist(values: np.ndarray, role: str) -> Empirical:
-        return Empirical(values, source={"trace": str(trace.path), "role": role})  # type: ignore[arg-type]
+        return Empirical(tuple(values.tolist()), source={"trace": str(trace.path), "role": role})
 
     return WorkloadClass("default", 1.0, dist(trace.rows.prompt_tokens, "prompt_tokens"),
                          dist(trace.rows.output_tokens, "output_tokens"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import json
 import math
 import re
@@ -88,11 +89,32 @@ def _seconds(cell: Any) -> float:
     return value
 
 
-_TIMESTAMP = re.compile(r"\s*(\d{4}-\d{2}-\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?\s*")
+def _json_value(parse: Callable[[Any], Any], expected: str) -> Callable[[Any], Any]:
+    """Wrap a cell parser for JSON, where a quoted number ("7") is a type error, not a number."""
+
+    def parse_json(cell: Any) -> Any:
+        if isinstance(cell, str):
+            raise ValueError(expected)
+        return parse(cell)
+
+    return parse_json
+
+
+_TIMESTAMP = re.compile(r"\s*(\d{4}-\d{2}-\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?\s*",
+                        re.ASCII)
 _TIMESTAMP_HINT = "a timestamp like '2023-11-16 18:15:46.6805900'"
 
 
-def _timestamp_ns(cell: Any, _days: dict[str, int] = {}) -> int:  # noqa: B006 - a parse cache
+@functools.lru_cache(maxsize=64)
+def _day_ordinal(day: str) -> int:
+    """Days since 0001-01-01 of 'YYYY-MM-DD'; cached, since a trace spans only a few days."""
+    try:
+        return dt.date.fromisoformat(day).toordinal()
+    except ValueError:
+        raise ValueError(_TIMESTAMP_HINT) from None
+
+
+def _timestamp_ns(cell: Any) -> int:
     """Parse 'YYYY-MM-DD HH:MM:SS[.fffffffff]' into integer nanoseconds.
 
     Python's datetime stops at 6 fractional digits and Azure writes 7, so the fraction is read by
@@ -102,15 +124,10 @@ def _timestamp_ns(cell: Any, _days: dict[str, int] = {}) -> int:  # noqa: B006 -
     if m is None:
         raise ValueError(_TIMESTAMP_HINT)
     day, hh, mm, ss, frac = m.groups()
-    if day not in _days:
-        try:
-            _days[day] = dt.date.fromisoformat(day).toordinal()
-        except ValueError:
-            raise ValueError(_TIMESTAMP_HINT) from None
     h, mi, s = int(hh), int(mm), int(ss)
     if h > 23 or mi > 59 or s > 60:  # 60 allows a leap second
         raise ValueError(_TIMESTAMP_HINT)
-    seconds = _days[day] * 86400 + h * 3600 + mi * 60 + s
+    seconds = _day_ordinal(day) * 86400 + h * 3600 + mi * 60 + s
     return seconds * 10**9 + (int(frac.ljust(9, "0")) if frac else 0)
 
 
@@ -307,9 +324,9 @@ def read_mooncake(path: str | Path, *, zero_tokens: str = "error",
     """
     _check_policy(zero_tokens, field)
     p = _open(path, field)
-    columns = {"time": ("timestamp", _seconds),
-               "prompt_tokens": ("input_length", _tokens),
-               "output_tokens": ("output_length", _tokens)}
+    columns = {"time": ("timestamp", _json_value(_seconds, "a finite number")),
+               "prompt_tokens": ("input_length", _json_value(_tokens, "an integer >= 1")),
+               "output_tokens": ("output_length", _json_value(_tokens, "an integer >= 1"))}
     rows: list[dict[str, Any]] = []
     dropped = 0
     with p.open(encoding="utf-8-sig") as f:

@@ -1,0 +1,594 @@
+"""The fast replica: cost per request is O(its scheduling events), not O(its tokens).
+
+How (see docs/architecture.md):
+
+- A global decode tick counts iterations in which decoders take a token. A decoding request
+  stores ``base`` so that its generated tokens are ``tick - base``; it is not touched while it
+  decodes. Completions sit in a heap keyed by finishing tick.
+- Aggregates are updated incrementally: decoders, their summed context, and decoders per
+  residue of context modulo the block size, which gives the blocks the next decode tick needs in
+  O(1).
+- A decode-only stretch with no arrival, completion, memory or stop event inside advances in one
+  vectorised step.
+- Inter-token gaps come from the per-tick end times, offline, with a sparse table.
+
+``reference.py`` is the plain loop; tests require identical request records from both.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from servesim.core.errors import SimulationError
+from servesim.engine.config import EngineConfig
+from servesim.engine.reference import ReferenceStepper, _length_limit
+from servesim.engine.state import (
+    ITERATION_COLUMNS,
+    STATUS_NAMES,
+    EngineRun,
+    Status,
+    check_transition,
+    iteration_frame,
+)
+from servesim.policies.batching import make_policy
+from servesim.workload.requests import Requests
+
+_PROGRESS_EVERY = 4096
+
+
+class _R:
+    """Mutable state of a request in the system. While decoding, ``computed``, ``generated``
+    and ``blocks`` are stale: the truth is derived from the tick and ``base``."""
+
+    __slots__ = ("id", "prompt", "output", "status", "computed", "generated", "blocks", "need",
+                 "base", "key", "seg_start", "admitted_s", "preemptions", "recomputed",
+                 "swapped_bytes")
+
+    def __init__(self, i: int, prompt: int, output: int) -> None:
+        self.id = i
+        self.prompt = prompt
+        self.output = output
+        self.status = Status.WAITING
+        self.computed = 0
+        self.generated = 0
+        self.blocks = 0
+        self.need = prompt
+        self.base = 0
+        self.key = 0
+        self.seg_start = 0
+        self.admitted_s = float("nan")
+        self.preemptions = 0
+        self.recomputed = 0
+        self.swapped_bytes = 0
+
+
+class Replica:
+    """One engine replica; it is also the read-only view its policy plans from."""
+
+    def __init__(self, requests: Requests, config: EngineConfig, cost,
+                 record_batches: bool = False) -> None:
+        kv = config.kv
+        self.cfg, self.cost, self.policy = config, cost, make_policy(config.batching)
+        self.spec = requests
+        self.budget = config.token_budget
+        self.max_batch = config.max_batch_size
+        self.chunk_limit = config.chunk_limit
+        self.block_tokens = kv.block_tokens
+        self.watermark_blocks = kv.watermark_blocks
+        self.free_blocks = kv.blocks
+        self.host_free = kv.host_blocks
+        self.limit = _length_limit(config)
+        self.n = len(requests)
+        self.status = np.zeros(self.n, np.int8)
+        self.out = {k: np.full(self.n, np.nan) for k in ("admitted_s", "finish_s")}
+        self.counts = {k: np.zeros(self.n, np.int64) for k in
+                       ("generated", "preemptions", "recomputed", "swapped_bytes")}
+        self.queue: deque[_R] = deque()
+        self.waiting: deque[_R] | tuple = self.queue
+        self.swapped: deque[_R] = deque()
+        self.running: dict[int, _R] = {}
+        self.prefilling: dict[int, _R] = {}
+        self.n_decoders = 0
+        self.n_running = 0
+        self.decode_need = 0
+        self.cnt = [0] * kv.block_tokens          # decoders per context residue class
+        self.ctx = 0                               # summed context of decoders, tokens
+        self.tick = 0
+        self.tick_end = [0.0]                      # end time of each decode tick, seconds
+        self.heap: list[tuple[int, int, _R]] = []   # (finishing tick, sequence, request)
+        self.seq = itertools.count()
+        self.segs: list[tuple[int, int, int]] = []  # (request, start tick, tokens)
+        self.pf_need = 0                           # prefill tokens owed by requests in system
+        self.n_ready = 0                           # requests in system with no prefill owed
+        self.dec_left = 0                          # output tokens owed by requests in system
+        self.in_system = 0
+        self.swap_s = 0.0
+        self.rows: list[tuple] = []
+        self.row_blocks: list[np.ndarray] = []
+        self.batches: list | None = [] if record_batches else None
+        self.stretch = not record_batches
+
+    # -- setup ---------------------------------------------------------------------------
+    def start_decoding(self, i: int) -> None:
+        """Put request ``i`` in the engine at its arrival, prefill already done (for tests)."""
+        r = self._arrive(i)
+        self.queue.remove(r)
+        self._admit(r, float(self.spec.arrival_s[i]))
+        self._advance_prefill(r, r.need)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, until_s: float | None = None,
+            progress: Callable[[float], None] | None = None) -> EngineRun:
+        arrivals = self.spec.arrival_s.tolist()
+        n, t, nxt, iters = self.n, 0.0, 0, 0
+        while nxt < n and self.status[nxt] != Status.PENDING:
+            nxt += 1
+        stop = float("inf") if until_s is None else until_s
+        while True:
+            while nxt < n and arrivals[nxt] <= t:
+                self._arrive(nxt)
+                nxt += 1
+            if not self.in_system:
+                if nxt >= n:
+                    break
+                t = max(t, arrivals[nxt])
+                if t >= stop:
+                    break
+                continue
+            if t >= stop:
+                break
+            next_event = min(arrivals[nxt] if nxt < n else float("inf"), stop)
+            t_new = self._iterate(t, next_event)
+            if t_new is None:
+                if nxt >= n:
+                    raise SimulationError("engine stalled with requests it can never serve")
+                t = arrivals[nxt]
+                continue
+            t = t_new
+            iters += 1
+            if progress is not None and iters % _PROGRESS_EVERY == 0:
+                progress(max(nxt / n, 0.0 if until_s is None else min(t / until_s, 1.0)))
+        return self._result(t)
+
+    def _arrive(self, i: int) -> _R:
+        p, d = int(self.spec.prompt_tokens[i]), int(self.spec.output_tokens[i])
+        if p + d > self.limit[0] or p > self.limit[1]:
+            self.status[i] = Status.REJECTED
+            return None
+        r = _R(i, p, d)
+        self.status[i] = Status.WAITING
+        self.queue.append(r)
+        self.pf_need += p
+        self.dec_left += d
+        self.in_system += 1
+        return r
+
+    def _iterate(self, t: float, next_event: float) -> float | None:
+        """Run one iteration (or a decode-only stretch) from time ``t``; return the new time,
+        or None if there is nothing to do until the next arrival."""
+        demand = self.pf_need + self.n_ready
+        self.swap_s = 0.0
+        self.waiting = self.queue
+        if self.swapped:
+            self._swap_in()
+        plan, skipped, need = self._plan_with_preemption()
+        if plan is None:
+            return None
+        m = plan.decode
+        if (self.stretch and m and m == self.n_decoders and not plan.chunks
+                and not self.swap_s and self.waiting is self.queue):
+            t_new = self._stretch(t, next_event, demand)
+            if t_new is not None:
+                return t_new
+        return self._step(t, plan, skipped, need, demand)
+
+    def _step(self, t: float, plan, skipped: list, need: int, demand: int) -> float:
+        m = plan.decode
+        ctx = self.ctx - sum(self._context(r) for r in skipped) if skipped else self.ctx
+        prefill = 0
+        for _, x in plan.chunks:
+            prefill += x
+        dur = self.cost.iteration_s(prefill, m, ctx) + self.swap_s
+        end = t + dur
+        if self.batches is not None:
+            self._record_batch(plan)
+        for r in skipped:
+            self._skip(r)
+        if m:
+            self.free_blocks -= need
+            self.ctx += m
+            self.dec_left -= m
+            self.tick += 1
+            self.tick_end.append(end)
+        for r, x in plan.chunks:
+            if r.status == Status.WAITING:
+                self.queue.popleft()
+                self._admit(r, t)
+            self._advance_prefill(r, x)
+        if m:
+            self._complete()
+        self.rows.append((t, dur, prefill, m, m + len(plan.chunks),
+                          self.cfg.kv.blocks - self.free_blocks,
+                          len(self.queue) + len(self.swapped), len(self.running),
+                          self.pf_need + self.dec_left, demand))
+        return end
+
+    # -- planning ----------------------------------------------------------------------------
+    def _plan_with_preemption(self):
+        """Ask the policy for a plan; preempt victims until it fits. Returns (plan, skipped
+        decoders, blocks the decoders need) or (None, ...) when idle."""
+        B = self.block_tokens
+        while True:
+            self.n_running = len(self.running)
+            key = -self.tick % B
+            self.decode_need = self.cnt[key]
+            plan = self.policy.plan(self)
+            m = plan.decode
+            if m == 0 and not plan.chunks:
+                if not self.running:
+                    return None, (), 0
+                self._preempt(self._victim())
+                continue
+            # Decoders sit out only a tick that happens; with m == 0 there is no tick at all.
+            partial = 0 < m < self.n_decoders
+            skipped = self._youngest_decoders(self.n_decoders - m) if partial else []
+            need = self.decode_need - sum(1 for r in skipped if r.key == key)
+            if need + self._chunk_blocks(plan) <= self.free_blocks:
+                return plan, skipped, need
+            self._preempt(self._victim())
+
+    def _chunk_blocks(self, plan) -> int:
+        B = self.block_tokens
+        total = 0
+        for r, x in plan.chunks:
+            c = r.computed
+            total += -(-(c + x) // B) - -(-c // B)
+        return total
+
+    def _youngest_decoders(self, k: int) -> list[_R]:
+        """The ``k`` most recently admitted decoders (they sit out a partial decode)."""
+        out = []
+        for r in reversed(self.running.values()):
+            if len(out) == k:
+                break
+            if r.need == 0:
+                out.append(r)
+        return out
+
+    def _victim(self) -> _R:
+        rule = self.cfg.kv.victim
+        if rule == "newest":
+            return next(reversed(self.running.values()))
+        if rule == "oldest":
+            return next(iter(self.running.values()))
+        order = list(reversed(self.running.values()))   # ties go to the newest
+        if rule == "most_blocks":
+            return max(order, key=self._blocks_now)
+        return min(order, key=self._blocks_now)
+
+    # -- decode bookkeeping -------------------------------------------------------------
+    def _context(self, r: _R) -> int:
+        return r.prompt + self.tick - r.base
+
+    def _blocks_now(self, r: _R) -> int:
+        if r.need == 0:
+            return -(-self._context(r) // self.block_tokens)
+        return r.blocks
+
+    def _enter_decode(self, r: _R) -> None:
+        B = self.block_tokens
+        r.base = self.tick - r.generated
+        r.key = (r.prompt - r.base) % B
+        r.seg_start = self.tick
+        self.cnt[r.key] += 1
+        self.n_decoders += 1
+        self.ctx += r.computed
+        heapq.heappush(self.heap, (r.base + r.output, next(self.seq), r))
+
+    def _leave_decode(self, r: _R) -> None:
+        """Make the stale fields true again and close the token segment."""
+        g = self.tick - r.base
+        r.generated = g
+        r.computed = r.prompt + g
+        r.blocks = -(-r.computed // self.block_tokens)
+        self.cnt[r.key] -= 1
+        self.n_decoders -= 1
+        self.ctx -= r.computed
+        self._close_segment(r)
+
+    def _close_segment(self, r: _R) -> None:
+        tokens = self.tick - r.seg_start
+        if tokens > 0:
+            self.segs.append((r.id, r.seg_start, tokens))
+
+    def _skip(self, r: _R) -> None:
+        """``r`` sits out this decode tick: shift its base; re-key; re-push its finish."""
+        self._close_segment(r)
+        self.cnt[r.key] -= 1
+        r.key = (r.key - 1) % self.block_tokens
+        self.cnt[r.key] += 1
+        r.base += 1
+        r.seg_start = self.tick + 1
+        heapq.heappush(self.heap, (r.base + r.output, next(self.seq), r))
+
+    def _complete(self) -> None:
+        heap, tick = self.heap, self.tick
+        while heap and heap[0][0] <= tick:
+            due, _, r = heapq.heappop(heap)
+            if r.status != Status.RUNNING or r.need or r.base + r.output != due:
+                continue                                     # stale entry
+            self._finish(r)
+
+    def _finish(self, r: _R) -> None:
+        self._leave_decode(r)
+        self.free_blocks += r.blocks
+        del self.running[r.id]
+        self.n_ready -= 1
+        self.in_system -= 1
+        r.status = Status.FINISHED
+        self.status[r.id] = Status.FINISHED
+        self.out["finish_s"][r.id] = self.tick_end[self.tick]
+        self._store(r)
+
+    # -- admission, prefill, preemption, swap -------------------------------------------
+    def _admit(self, r: _R, t: float) -> None:
+        self._move(r, Status.RUNNING)
+        self.running[r.id] = r
+        self.prefilling[r.id] = r
+        if r.admitted_s != r.admitted_s:
+            r.admitted_s = t
+
+    def _advance_prefill(self, r: _R, x: int) -> None:
+        c = r.computed + x
+        blocks = -(-c // self.block_tokens)
+        self.free_blocks -= blocks - r.blocks
+        r.blocks, r.computed = blocks, c
+        r.need -= x
+        self.pf_need -= x
+        if r.need == 0:
+            del self.prefilling[r.id]
+            self.n_ready += 1
+            self._enter_decode(r)
+
+    def _preempt(self, r: _R) -> None:
+        kv = self.cfg.kv
+        if r.need == 0:
+            self._leave_decode(r)
+            self.n_ready -= 1
+        else:
+            del self.prefilling[r.id]
+        del self.running[r.id]
+        r.preemptions += 1
+        self.waiting = ()
+        self.free_blocks += r.blocks
+        if kv.preemption == "swap" and r.blocks <= self.host_free:
+            moved = r.blocks * kv.block_bytes
+            self.swap_s += moved / kv.swap_bytes_per_s
+            r.swapped_bytes += moved
+            self.host_free -= r.blocks
+            if r.need == 0:
+                self.n_ready += 1
+            self._move(r, Status.SWAPPED)
+            self.swapped.append(r)
+            return
+        r.recomputed += r.computed
+        self.pf_need += r.computed
+        r.computed, r.blocks = 0, 0
+        r.need = r.prompt + r.generated
+        self._move(r, Status.WAITING)
+        self.queue.appendleft(r)
+
+    def _swap_in(self) -> None:
+        kv = self.cfg.kv
+        B = self.block_tokens
+        while self.swapped and len(self.running) < self.max_batch:
+            r = self.swapped[0]
+            grow = 1 if r.need == 0 and r.computed % B == 0 else 0
+            if r.blocks + grow > self.free_blocks - self.cnt[-self.tick % B] \
+                    - self.watermark_blocks:
+                return
+            self.swapped.popleft()
+            moved = r.blocks * kv.block_bytes
+            self.swap_s += moved / kv.swap_bytes_per_s
+            r.swapped_bytes += moved
+            self.host_free += r.blocks
+            self.free_blocks -= r.blocks
+            self._move(r, Status.RUNNING)
+            self.running[r.id] = r
+            if r.need == 0:
+                self._enter_decode(r)
+            else:
+                self.prefilling[r.id] = r
+
+    def _move(self, r: _R, new: Status) -> None:
+        check_transition(r.status, new)
+        r.status = new
+        self.status[r.id] = new
+
+    # -- decode-only stretches --------------------------------------------------------
+    def _stretch(self, t: float, next_event: float, demand: int) -> float | None:
+        """Advance k > 1 identical decode-only iterations at once, or return None if the next
+        event is at most one iteration away. Exact: times accumulate in the same order as the
+        step loop, so every float matches bit for bit."""
+        heap = self.heap
+        while heap and _stale(heap[0]):
+            heapq.heappop(heap)
+        k_max = heap[0][0] - self.tick
+        if k_max <= 1:
+            return None
+        n = self.n_decoders
+        d0 = self.cost.iteration_s(0, n, self.ctx)
+        if next_event != float("inf"):
+            k_max = min(k_max, int((next_event - t) / d0) + 2)
+        if k_max <= 1:
+            return None
+        ks = np.arange(k_max, dtype=np.int64)
+        if self.cost.uses_context:
+            durs = np.asarray(self.cost.iteration_s(0, n, self.ctx + n * ks), dtype=np.float64)
+        else:
+            durs = np.full(k_max, d0)
+        ends = np.cumsum(np.concatenate(([t], durs)))[1:]
+        k = min(k_max, 1 + int(np.searchsorted(ends, next_event, side="left")))
+        B = self.block_tokens
+        needs = np.take(np.asarray(self.cnt), (-(self.tick + ks)) % B)
+        used = np.cumsum(needs)
+        k = min(k, int(np.searchsorted(used, self.free_blocks, side="right")))
+        if k <= 1:
+            return None
+        self._flush_rows()
+        starts = np.concatenate(([t], ends[: k - 2]))
+        kv_used = self.cfg.kv.blocks - self.free_blocks + used[: k - 1]
+        backlog = self.pf_need + self.dec_left - n * np.arange(1, k, dtype=np.int64)
+        waiting, running = len(self.queue) + len(self.swapped), len(self.running)
+        self.row_blocks.append(np.column_stack([
+            starts, durs[: k - 1], np.zeros(k - 1), np.full(k - 1, n), np.full(k - 1, n),
+            kv_used, np.full(k - 1, waiting), np.full(k - 1, running), backlog,
+            np.full(k - 1, demand)]))
+        self.free_blocks -= int(used[k - 1])
+        self.ctx += n * k
+        self.dec_left -= n * k
+        self.tick += k
+        self.tick_end.extend(ends[:k].tolist())
+        self._complete()
+        self.rows.append((float(ends[k - 2]), float(durs[k - 1]),
+                          0, n, n, self.cfg.kv.blocks - self.free_blocks,
+                          len(self.queue) + len(self.swapped), len(self.running),
+                          self.pf_need + self.dec_left, demand))
+        return float(ends[k - 1])
+
+    def _flush_rows(self) -> None:
+        if self.rows:
+            self.row_blocks.append(np.asarray(self.rows, dtype=np.float64))
+            self.rows = []
+
+    def _record_batch(self, plan) -> None:
+        decoders = [r for r in self.running.values() if r.need == 0][: plan.decode]
+        self.batches.append([(r.id, "d", 1) for r in decoders] +
+                            [(r.id, "p", x) for r, x in plan.chunks])
+
+    # -- results ----------------------------------------------------------------------------
+    def _store(self, r: _R) -> None:
+        c = self.counts
+        c["generated"][r.id] = r.generated
+        c["preemptions"][r.id] = r.preemptions
+        c["recomputed"][r.id] = r.recomputed
+        c["swapped_bytes"][r.id] = r.swapped_bytes
+        self.out["admitted_s"][r.id] = r.admitted_s
+
+    def _result(self, t: float) -> EngineRun:
+        for r in list(self.running.values()):
+            if r.need == 0:
+                self._leave_decode(r)
+            self._store(r)
+        for r in (*self.queue, *self.swapped):
+            self._store(r)
+        first, gaps = _token_times(np.asarray(self.tick_end), self.segs, self.n)
+        spec = self.spec
+        names = np.asarray(spec.class_names, dtype=object)
+        frame = pd.DataFrame({
+            "id": np.arange(self.n, dtype=np.int64),
+            "class": names[spec.class_id] if self.n else np.array([], dtype=object),
+            "arrival_s": spec.arrival_s,
+            "prompt_tokens": spec.prompt_tokens.astype(np.int64),
+            "output_tokens": spec.output_tokens.astype(np.int64),
+            "status": np.array([STATUS_NAMES[s] for s in Status], dtype=object)[self.status],
+            "admitted_s": self.out["admitted_s"],
+            "first_token_s": first,
+            "finish_s": self.out["finish_s"],
+            "generated_tokens": self.counts["generated"],
+            "preemptions": self.counts["preemptions"],
+            "recomputed_tokens": self.counts["recomputed"],
+            "swapped_bytes": self.counts["swapped_bytes"],
+            "max_token_gap_s": gaps,
+        })
+        self._flush_rows()
+        blocks = self.row_blocks or [np.zeros((0, len(ITERATION_COLUMNS)))]
+        rows = np.concatenate(blocks)
+        iters = iteration_frame({c: rows[:, j] for j, c in enumerate(ITERATION_COLUMNS)})
+        done = int(np.isin(self.status, (Status.FINISHED, Status.REJECTED)).sum())
+        return EngineRun(frame, iters, t, done < self.n, self.batches)
+
+
+def _stale(entry: tuple[int, int, _R]) -> bool:
+    due, _, r = entry
+    return r.status != Status.RUNNING or r.need != 0 or r.base + r.output != due
+
+
+def _token_times(tick_end: np.ndarray, segs: list, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """First-token time and largest inter-token gap of every request, from token segments.
+
+    A segment (request, s, k) says the request emitted tokens at the ends of ticks s+1..s+k.
+    Within-segment gaps are a range maximum over per-tick gaps (sparse table); gaps between a
+    request's consecutive segments are differences of their end points.
+    """
+    first = np.full(n, np.nan)
+    gaps = np.full(n, np.nan)
+    if not segs:
+        return first, gaps
+    seg = np.asarray(segs, dtype=np.int64)
+    order = np.argsort(seg[:, 0], kind="stable")
+    req, start, k = seg[order, 0], seg[order, 1], seg[order, 2]
+    head = np.ones(len(req), bool)
+    head[1:] = req[1:] != req[:-1]
+    first[req[head]] = tick_end[start[head] + 1]
+    tick_gap = np.diff(tick_end, prepend=tick_end[0])          # gap before tick j's token
+    inner = _range_max(tick_gap, start + 2, start + k)          # ticks s+2..s+k
+    np.fmax.at(gaps, req, inner)
+    cross = tick_end[start[1:] + 1] - tick_end[start[:-1] + k[:-1]]
+    same = ~head[1:]
+    np.fmax.at(gaps, req[1:][same], cross[same])
+    return first, gaps
+
+
+def _range_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """max(values[lo..hi]) for each pair (inclusive); NaN where the range is empty."""
+    out = np.full(len(lo), np.nan)
+    ok = hi >= lo
+    if not ok.any():
+        return out
+    table = [values]
+    span = 1
+    while 2 * span <= len(values):
+        prev = table[-1]
+        table.append(np.maximum(prev[:-span], prev[span:]))
+        span *= 2
+    lo, hi = lo[ok], hi[ok]
+    level = np.floor(np.log2(hi - lo + 1)).astype(np.int64)
+    res = np.empty(len(lo))
+    for j in np.unique(level):
+        sel = level == j
+        width = 1 << int(j)
+        res[sel] = np.maximum(table[j][lo[sel]], table[j][hi[sel] - width + 1])
+    out[ok] = res
+    return out
+
+
+STEPPERS = {"fast": Replica, "reference": ReferenceStepper}
+
+
+def run_engine(requests: Requests, config: EngineConfig, cost, *, until_s: float | None = None,
+               progress: Callable[[float], None] | None = None, stepper: str = "fast",
+               start_decoding: Sequence[int] = (), record_batches: bool = False) -> EngineRun:
+    """Simulate one replica serving ``requests``.
+
+    Args:
+        until_s: no iteration starts at or after this time, seconds (None: until all finish).
+        stepper: "fast" (the replica) or "reference" (the plain step loop).
+        start_decoding: requests that enter at their arrival with the prefill already done.
+        record_batches: keep each iteration's (request, phase, tokens) list (slow; for tests).
+
+    Raises:
+        ConfigError if ``stepper`` is unknown.
+    """
+    from servesim.core.registry import lookup
+
+    engine = lookup(STEPPERS, stepper, "stepper")(requests, config, cost, record_batches)
+    for i in start_decoding:
+        engine.start_decoding(i)
+    return engine.run(until_s, progress)
