@@ -119,7 +119,7 @@ def test_validate_json(tmp_path: Path) -> None:
     assert out["resolved"]["kv_blocks"] == 2048
 
 
-# -- run and demo -----------------------------------------------------------------------------------
+# -- run and demo ---------------------------------------------------------------------------------
 
 
 def test_run_writes_three_files(tmp_path: Path) -> None:

@@ -263,10 +263,10 @@ def test_bad_batching_name_suggests() -> None:
 
 def test_engine_config_errors_pass_through() -> None:
     t = base()
-    t["engine"] = {"batching": "vllm", "token_budget": 64, "max_model_len": 128}
-    raises(t, "engine.max_model_len", "<= engine.token_budget (64)")
-    t["engine"] = {"batching": "vllm", "token_budget": 64, "kv": {"blocks": 2}}
-    raises(t, "engine.kv.blocks", "at least 4 blocks")
+    t["engine"] = {"batching": "vllm", "token_budget": 64, "max_model_len": 1}
+    raises(t, "engine.max_model_len", ">= 2")
+    t["engine"] = {"batching": "vllm", "max_model_len": 128, "kv": {"blocks": 2}}
+    raises(t, "engine.kv.blocks", "at least 8 blocks")
 
 
 def test_cost_errors_name_the_field() -> None:

@@ -24,4 +24,5 @@ class Streams:
     def get(self, name: str) -> np.random.Generator:
         """Return a fresh generator for stream ``name``; equal names give equal streams."""
         key = zlib.crc32(name.encode("utf-8"))
-        return np.random.Generator(np.random.PCG64(np.random.SeedSequence(self.seed, spawn_key=(key,))))
+        seq = np.random.SeedSequence(self.seed, spawn_key=(key,))
+        return np.random.Generator(np.random.PCG64(seq))

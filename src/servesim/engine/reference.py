@@ -202,7 +202,12 @@ class ReferenceStepper:
             return self.running[-1]
         if rule == "oldest":
             return self.running[0]
-        order = list(reversed(self.running))   # ties go to the newest
+        # Ties go to the newest. The oldest running request is spared unless alone, so the
+        # head of the line always progresses: picking "the one furthest along" can otherwise
+        # livelock, re-preempting a request just before it would finish.
+        order = list(reversed(self.running))
+        if len(order) > 1:
+            order.pop()
         if rule == "most_blocks":
             return max(order, key=lambda r: r.blocks)
         return min(order, key=lambda r: r.blocks)

@@ -93,7 +93,8 @@ class Replica:
         self.waiting: deque[_R] | tuple = self.queue
         self.swapped: deque[_R] = deque()
         self.running: dict[int, _R] = {}
-        self.prefilling: dict[int, _R] = {}
+        self._prefilling: dict[int, _R] = {}
+        self.prefilling = self._prefilling.values()   # live view, in admission order
         self.n_decoders = 0
         self.n_running = 0
         self.decode_need = 0
@@ -190,7 +191,12 @@ class Replica:
 
     def _step(self, t: float, plan, skipped: list, need: int, demand: int) -> float:
         m = plan.decode
-        ctx = self.ctx - sum(self._context(r) for r in skipped) if skipped else self.ctx
+        if not m:
+            ctx = 0
+        elif skipped:
+            ctx = self.ctx - sum(self._context(r) for r in skipped)
+        else:
+            ctx = self.ctx
         prefill = 0
         for _, x in plan.chunks:
             prefill += x
@@ -238,7 +244,7 @@ class Replica:
             # Decoders sit out only a tick that happens; with m == 0 there is no tick at all.
             partial = 0 < m < self.n_decoders
             skipped = self._youngest_decoders(self.n_decoders - m) if partial else []
-            need = self.decode_need - sum(1 for r in skipped if r.key == key)
+            need = self.decode_need - sum(1 for r in skipped if r.key == key) if m else 0
             if need + self._chunk_blocks(plan) <= self.free_blocks:
                 return plan, skipped, need
             self._preempt(self._victim())
@@ -267,7 +273,12 @@ class Replica:
             return next(reversed(self.running.values()))
         if rule == "oldest":
             return next(iter(self.running.values()))
-        order = list(reversed(self.running.values()))   # ties go to the newest
+        # Ties go to the newest. The oldest running request is spared unless alone, so the
+        # head of the line always progresses: picking "the one furthest along" can otherwise
+        # livelock, re-preempting a request just before it would finish.
+        order = list(reversed(self.running.values()))
+        if len(order) > 1:
+            order.pop()
         if rule == "most_blocks":
             return max(order, key=self._blocks_now)
         return min(order, key=self._blocks_now)
@@ -340,7 +351,7 @@ class Replica:
     def _admit(self, r: _R, t: float) -> None:
         self._move(r, Status.RUNNING)
         self.running[r.id] = r
-        self.prefilling[r.id] = r
+        self._prefilling[r.id] = r
         if r.admitted_s != r.admitted_s:
             r.admitted_s = t
 
@@ -352,7 +363,7 @@ class Replica:
         r.need -= x
         self.pf_need -= x
         if r.need == 0:
-            del self.prefilling[r.id]
+            del self._prefilling[r.id]
             self.n_ready += 1
             self._enter_decode(r)
 
@@ -362,7 +373,7 @@ class Replica:
             self._leave_decode(r)
             self.n_ready -= 1
         else:
-            del self.prefilling[r.id]
+            del self._prefilling[r.id]
         del self.running[r.id]
         r.preemptions += 1
         self.waiting = ()
@@ -404,7 +415,7 @@ class Replica:
             if r.need == 0:
                 self._enter_decode(r)
             else:
-                self.prefilling[r.id] = r
+                self._prefilling[r.id] = r
 
     def _move(self, r: _R, new: Status) -> None:
         check_transition(r.status, new)

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from servesim.api import SimResult, run_header, simulate
+from servesim.core.rng import Streams
 from servesim.metrics.summary import jsonable
 from servesim.scenario import Scenario
 
@@ -87,11 +88,13 @@ def run_to_dir(scenario: Scenario, out_dir: str | Path, seed: int | None = None,
     ``"failed"`` and an ``"error"`` message, and the exception is re-raised. Nothing is written
     outside ``out_dir``.
 
-    Raises whatever ``simulate`` raises, and OSError if ``out_dir`` cannot be written.
+    Raises ConfigError for a bad seed (before anything is written), whatever ``simulate``
+    raises, and OSError if ``out_dir`` cannot be written.
     """
+    used_seed = scenario.run.seed if seed is None else seed
+    Streams(used_seed)  # a bad seed is a config error: raise it before touching the disk
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    used_seed = scenario.run.seed if seed is None else seed
     header = {"complete": False, "status": "running", **run_header(scenario, used_seed)}
     for name in (REQUESTS, ITERATIONS):
         with contextlib.suppress(FileNotFoundError):

@@ -64,7 +64,7 @@ def _fill(view: Any, left: int, avail: int, chunked: bool, chunks: list,
     for req in view.waiting:
         if left <= 0 or room <= 0:
             return left
-        x, avail = _chunk(req, view.budget if oversize and not chunks else left, avail,
+        x, avail = _chunk(req, 1 << 62 if oversize and not chunks else left, avail,
                           chunked, limit, B)
         if x <= 0:
             return left

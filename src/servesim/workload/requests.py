@@ -29,7 +29,8 @@ class Requests:
         n = len(self.arrival_s)
         for name in ("prompt_tokens", "output_tokens", "class_id"):
             if len(getattr(self, name)) != n:
-                raise ValueError(f"Requests.{name} has length {len(getattr(self, name))}, expected {n}")
+                got = len(getattr(self, name))
+                raise ValueError(f"Requests.{name} has length {got}, expected {n}")
         if n and np.any(np.diff(self.arrival_s) < 0):
             raise ValueError("Requests.arrival_s must be non-decreasing")
 
