@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -101,10 +102,10 @@ class Replica:
         self.cnt = [0] * kv.block_tokens          # decoders per context residue class
         self.ctx = 0                               # summed context of decoders, tokens
         self.tick = 0
-        self.tick_end = [0.0]                      # end time of each decode tick, seconds
+        self.tick_end = array("d", [0.0])          # end time of each decode tick, seconds
         self.heap: list[tuple[int, int, _R]] = []   # (finishing tick, sequence, request)
         self.seq = itertools.count()
-        self.segs: list[tuple[int, int, int]] = []  # (request, start tick, tokens)
+        self.segs = array("q")                     # flat (request, start tick, tokens) triples
         self.pf_need = 0                           # prefill tokens owed by requests in system
         self.n_ready = 0                           # requests in system with no prefill owed
         self.dec_left = 0                          # output tokens owed by requests in system
@@ -153,8 +154,10 @@ class Replica:
                 continue
             t = t_new
             iters += 1
-            if progress is not None and iters % _PROGRESS_EVERY == 0:
-                progress(max(nxt / n, 0.0 if until_s is None else min(t / until_s, 1.0)))
+            if iters % _PROGRESS_EVERY == 0:
+                self._flush_rows()   # numpy rows take a tenth of the memory of tuples
+                if progress is not None:
+                    progress(max(nxt / n, 0.0 if until_s is None else min(t / until_s, 1.0)))
         return self._result(t)
 
     def _arrive(self, i: int) -> _R:
@@ -316,7 +319,7 @@ class Replica:
     def _close_segment(self, r: _R) -> None:
         tokens = self.tick - r.seg_start
         if tokens > 0:
-            self.segs.append((r.id, r.seg_start, tokens))
+            self.segs.extend((r.id, r.seg_start, tokens))
 
     def _skip(self, r: _R) -> None:
         """``r`` sits out this decode tick: shift its base; re-key; re-push its finish."""
@@ -499,7 +502,8 @@ class Replica:
             self._store(r)
         for r in (*self.queue, *self.swapped):
             self._store(r)
-        first, gaps = _token_times(np.asarray(self.tick_end), self.segs, self.n)
+        first, gaps = _token_times(np.frombuffer(self.tick_end, dtype=np.float64),
+                                   np.frombuffer(self.segs, dtype=np.int64).reshape(-1, 3), self.n)
         spec = self.spec
         names = np.asarray(spec.class_names, dtype=object)
         frame = pd.DataFrame({
@@ -531,7 +535,7 @@ def _stale(entry: tuple[int, int, _R]) -> bool:
     return r.status != Status.RUNNING or r.need != 0 or r.base + r.output != due
 
 
-def _token_times(tick_end: np.ndarray, segs: list, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _token_times(tick_end: np.ndarray, seg: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """First-token time and largest inter-token gap of every request, from token segments.
 
     A segment (request, s, k) says the request emitted tokens at the ends of ticks s+1..s+k.
@@ -540,9 +544,8 @@ def _token_times(tick_end: np.ndarray, segs: list, n: int) -> tuple[np.ndarray, 
     """
     first = np.full(n, np.nan)
     gaps = np.full(n, np.nan)
-    if not segs:
+    if not len(seg):
         return first, gaps
-    seg = np.asarray(segs, dtype=np.int64)
     order = np.argsort(seg[:, 0], kind="stable")
     req, start, k = seg[order, 0], seg[order, 1], seg[order, 2]
     head = np.ones(len(req), bool)
@@ -563,19 +566,19 @@ def _range_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray
     ok = hi >= lo
     if not ok.any():
         return out
-    table = [values]
-    span = 1
-    while 2 * span <= len(values):
-        prev = table[-1]
-        table.append(np.maximum(prev[:-span], prev[span:]))
-        span *= 2
     lo, hi = lo[ok], hi[ok]
     level = np.floor(np.log2(hi - lo + 1)).astype(np.int64)
     res = np.empty(len(lo))
-    for j in np.unique(level):
+    # Build the sparse table one level at a time and answer that level's queries, so memory
+    # stays O(len(values)) rather than O(len(values) log len(values)).
+    table, width = values, 1
+    for j in range(int(level.max()) + 1):
+        if j:
+            table = np.maximum(table[:-width], table[width:])
+            width *= 2
         sel = level == j
-        width = 1 << int(j)
-        res[sel] = np.maximum(table[j][lo[sel]], table[j][hi[sel] - width + 1])
+        if sel.any():
+            res[sel] = np.maximum(table[lo[sel]], table[hi[sel] - width + 1])
     out[ok] = res
     return out
 
