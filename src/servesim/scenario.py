@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from servesim.core.errors import ConfigError
-from servesim.core.fields import integer, number, table
+from servesim.core.fields import check_keys, integer, number, table
 from servesim.engine.config import EngineConfig, KVConfig
 from servesim.engine.cost import CostModel, Roofline, make_cost_model
 from servesim.engine.hardware import ModelSpec, gpu_preset, kv_capacity_blocks, model_preset
@@ -229,19 +229,6 @@ def scenario_from_dict(source: Mapping[str, Any], base_dir: Path | None = None) 
     slo = _slo(source.get("slo", {}))
     return Scenario(run=run, workload=workload, engine=engine, cost=cost, slo=slo,
                     source=source, base_dir=base_dir)
-
-
-def check_keys(spec: Mapping[str, Any], field: str, allowed: Sequence[str]) -> None:
-    """Raise ConfigError for the first key not in ``allowed``, suggesting the closest key.
-
-    Unlike ``core.fields.check_keys`` the suggestion is computed from the key itself, so
-    ``[engin]`` suggests ``engine`` even though its value is a table.
-    """
-    for key in spec:
-        if key not in allowed:
-            raise ConfigError(f"{field}.{key}" if field else key, key,
-                              "a known field; valid fields are " + ", ".join(sorted(allowed)),
-                              choices=allowed)
 
 
 def _syntax_error(where: str, what: str, e: Exception) -> ConfigError:

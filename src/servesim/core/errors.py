@@ -25,13 +25,11 @@ class ConfigError(ServesimError, ValueError):
         expected: str,
         *,
         choices: Iterable[str] | None = None,
-        near: str | None = None,
     ) -> None:
         self.field = field
         self.value = value
         self.expected = expected
-        target = value if near is None else near
-        self.suggestion = closest(target, choices) if choices is not None else None
+        self.suggestion = closest(value, choices) if choices is not None else None
         message = f"{field}: got {value!r}, expected {expected}"
         if self.suggestion is not None:
             message += f"; did you mean {self.suggestion!r}?"

@@ -9,16 +9,19 @@ from servesim.core.errors import ConfigError
 
 
 def check_keys(table: Mapping[str, Any], field: str, allowed: Iterable[str]) -> None:
-    """Raise ConfigError for the first key of ``table`` not in ``allowed``."""
+    """Raise ConfigError for the first key of ``table`` not in ``allowed``.
+
+    The error quotes the key itself, so the suggestion comes from the key: ``[engin]`` suggests
+    ``engine`` whatever its value.
+    """
     allowed = list(allowed)
     for key in table:
         if key not in allowed:
             raise ConfigError(
                 f"{field}.{key}" if field else key,
-                table[key],
-                "no such field; valid fields are " + ", ".join(sorted(allowed)),
+                key,
+                "a known field; valid fields are " + ", ".join(sorted(allowed)),
                 choices=allowed,
-                near=key,
             )
 
 

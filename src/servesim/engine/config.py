@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from servesim.core.errors import ConfigError
 
 BATCHING = ("static", "fastertransformer", "vllm", "orca", "sarathi", "greedy")
-VICTIMS = ("newest", "oldest", "most_blocks", "fewest_blocks")
+VICTIMS = ("newest", "most_blocks", "fewest_blocks")
 PREEMPTION = ("recompute", "swap")
 
 
@@ -22,8 +22,9 @@ class KVConfig:
         preemption: "recompute" (drop the KV, re-prefill prompt + generated tokens on resume) or
             "swap" (copy the KV to host memory and back).
         victim: which running request is preempted first: "newest" (most recently admitted, as
-            vLLM), "oldest", "most_blocks" or "fewest_blocks". The block rules never pick the
-            oldest running request unless it runs alone, which guarantees progress.
+            vLLM), "most_blocks" or "fewest_blocks". No rule picks the oldest running request
+            unless it runs alone, which guarantees progress: preempting the request furthest
+            along can otherwise livelock, resetting it again and again before it finishes.
         host_blocks: host memory for swapped KV, in blocks (swap only).
         swap_bytes_per_s: host link bandwidth, bytes per second (swap only).
         block_bytes: bytes of one KV block (swap only: sets the transfer time).

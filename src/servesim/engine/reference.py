@@ -78,6 +78,7 @@ class ReferenceStepper:
         self.batches: list | None = [] if record_batches else None
         self.rows: dict[str, list] = {c: [] for c in ITERATION_COLUMNS}
         self.limit = _length_limit(config)
+        self.check = False   # the reference checks KV capacity at every token regardless
 
     # -- the view -----------------------------------------------------------------------
     @property
@@ -200,8 +201,6 @@ class ReferenceStepper:
         rule = self.cfg.kv.victim
         if rule == "newest":
             return self.running[-1]
-        if rule == "oldest":
-            return self.running[0]
         # Ties go to the newest. The oldest running request is spared unless alone, so the
         # head of the line always progresses: picking "the one furthest along" can otherwise
         # livelock, re-preempting a request just before it would finish.

@@ -115,6 +115,7 @@ class Replica:
         self.row_blocks: list[np.ndarray] = []
         self.batches: list | None = [] if record_batches else None
         self.stretch = not record_batches
+        self.check = False
 
     # -- setup ---------------------------------------------------------------------------
     def start_decoding(self, i: int) -> None:
@@ -154,6 +155,8 @@ class Replica:
                 continue
             t = t_new
             iters += 1
+            if self.check:
+                self.check_invariants()
             if iters % _PROGRESS_EVERY == 0:
                 self._flush_rows()   # numpy rows take a tenth of the memory of tuples
                 if progress is not None:
@@ -274,8 +277,6 @@ class Replica:
         rule = self.cfg.kv.victim
         if rule == "newest":
             return next(reversed(self.running.values()))
-        if rule == "oldest":
-            return next(iter(self.running.values()))
         # Ties go to the newest. The oldest running request is spared unless alone, so the
         # head of the line always progresses: picking "the one furthest along" can otherwise
         # livelock, re-preempting a request just before it would finish.
@@ -424,6 +425,36 @@ class Replica:
         check_transition(r.status, new)
         r.status = new
         self.status[r.id] = new
+
+    def check_invariants(self) -> None:
+        """Raises SimulationError if the aggregates disagree with the requests they summarise.
+
+        O(requests in system): for tests, not for production runs.
+        """
+        running = list(self.running.values())
+        decoders = [r for r in running if r.need == 0]
+        held = sum(self._blocks_now(r) for r in running)
+        problems = []
+        if held + self.free_blocks != self.cfg.kv.blocks:
+            problems.append(f"blocks held {held} + free {self.free_blocks} != capacity")
+        if self.free_blocks < 0:
+            problems.append(f"free blocks {self.free_blocks} < 0")
+        if len(decoders) != self.n_decoders:
+            problems.append(f"n_decoders {self.n_decoders} != {len(decoders)}")
+        if sum(self._context(r) for r in decoders) != self.ctx:
+            problems.append("decoder context sum is stale")
+        counts = [0] * self.block_tokens
+        for r in decoders:
+            counts[(r.prompt - r.base) % self.block_tokens] += 1
+        if counts != self.cnt:
+            problems.append("residue counts are stale")
+        queued = {r.id for r in self.queue} | {r.id for r in self.swapped}
+        if queued & set(self.running):
+            problems.append("a request is both running and waiting")
+        if {r.id for r in running if r.need} != set(self._prefilling):
+            problems.append("prefilling set is stale")
+        if problems:
+            raise SimulationError("; ".join(problems))
 
     # -- decode-only stretches --------------------------------------------------------
     def _stretch(self, t: float, next_event: float, demand: int) -> float | None:
@@ -588,7 +619,8 @@ STEPPERS = {"fast": Replica, "reference": ReferenceStepper}
 
 def run_engine(requests: Requests, config: EngineConfig, cost, *, until_s: float | None = None,
                progress: Callable[[float], None] | None = None, stepper: str = "fast",
-               start_decoding: Sequence[int] = (), record_batches: bool = False) -> EngineRun:
+               start_decoding: Sequence[int] = (), record_batches: bool = False,
+               check_invariants: bool = False) -> EngineRun:
     """Simulate one replica serving ``requests``.
 
     Args:
@@ -596,6 +628,7 @@ def run_engine(requests: Requests, config: EngineConfig, cost, *, until_s: float
         stepper: "fast" (the replica) or "reference" (the plain step loop).
         start_decoding: requests that enter at their arrival with the prefill already done.
         record_batches: keep each iteration's (request, phase, tokens) list (slow; for tests).
+        check_invariants: verify the fast replica's aggregates after every iteration (slow).
 
     Raises:
         ConfigError if ``stepper`` is unknown.
@@ -605,4 +638,5 @@ def run_engine(requests: Requests, config: EngineConfig, cost, *, until_s: float
     engine = lookup(STEPPERS, stepper, "stepper")(requests, config, cost, record_batches)
     for i in start_decoding:
         engine.start_decoding(i)
+    engine.check = check_invariants
     return engine.run(until_s, progress)
