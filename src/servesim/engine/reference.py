@@ -158,6 +158,8 @@ class ReferenceStepper:
         self.swap_s = 0.0
         self.waiting = self.queue
         self._swap_in()
+        if self.swapped:
+            self.waiting = ()   # no admissions while a request is swapped out (as vLLM)
         plan = self._plan_with_preemption()
         if plan is None:
             return None

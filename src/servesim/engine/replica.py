@@ -116,6 +116,7 @@ class Replica:
         self.batches: list | None = [] if record_batches else None
         self.stretch = not record_batches
         self.check = False
+        self.preempted = False                     # a preemption happened this iteration
 
     # -- setup ---------------------------------------------------------------------------
     def start_decoding(self, i: int) -> None:
@@ -181,15 +182,20 @@ class Replica:
         or None if there is nothing to do until the next arrival."""
         demand = self.pf_need + self.n_ready
         self.swap_s = 0.0
+        self.preempted = False
         self.waiting = self.queue
         if self.swapped:
             self._swap_in()
+        if self.swapped:
+            # As vLLM's default scheduler: nothing new is admitted while a request is swapped
+            # out, or fresh prompts would take every freed block and starve it.
+            self.waiting = ()
         plan, skipped, need = self._plan_with_preemption()
         if plan is None:
             return None
         m = plan.decode
         if (self.stretch and m and m == self.n_decoders and not plan.chunks
-                and not self.swap_s and self.waiting is self.queue):
+                and not self.swap_s and not self.preempted):
             t_new = self._stretch(t, next_event, demand)
             if t_new is not None:
                 return t_new
@@ -380,6 +386,7 @@ class Replica:
             del self._prefilling[r.id]
         del self.running[r.id]
         r.preemptions += 1
+        self.preempted = True
         self.waiting = ()
         self.free_blocks += r.blocks
         if kv.preemption == "swap" and r.blocks <= self.host_free:
