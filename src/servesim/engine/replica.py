@@ -86,6 +86,10 @@ class Replica:
         self.host_free = kv.host_blocks
         self.limit = _length_limit(config)
         self.n = len(requests)
+        self.capacity = kv.blocks
+        # Plain lists: indexing them is several times cheaper than numpy scalar access.
+        self.prompts = requests.prompt_tokens.tolist()
+        self.outputs = requests.output_tokens.tolist()
         self.status = np.zeros(self.n, np.int8)
         self.out = {k: np.full(self.n, np.nan) for k in ("admitted_s", "finish_s")}
         self.counts = {k: np.zeros(self.n, np.int64) for k in
@@ -165,7 +169,7 @@ class Replica:
         return self._result(t)
 
     def _arrive(self, i: int) -> _R:
-        p, d = int(self.spec.prompt_tokens[i]), int(self.spec.output_tokens[i])
+        p, d = self.prompts[i], self.outputs[i]
         if p + d > self.limit[0] or p > self.limit[1]:
             self.status[i] = Status.REJECTED
             return None
@@ -201,7 +205,7 @@ class Replica:
                 return t_new
         return self._step(t, plan, skipped, need, demand)
 
-    def _step(self, t: float, plan, skipped: list, need: int, demand: int) -> float:
+    def _step(self, t: float, plan, skipped: Sequence[_R], need: int, demand: int) -> float:
         m = plan.decode
         if not m:
             ctx = 0
@@ -209,8 +213,9 @@ class Replica:
             ctx = self.ctx - sum(self._context(r) for r in skipped)
         else:
             ctx = self.ctx
+        chunks = plan.chunks
         prefill = 0
-        for _, x in plan.chunks:
+        for _, x in chunks:
             prefill += x
         dur = self.cost.iteration_s(prefill, m, ctx) + self.swap_s
         end = t + dur
@@ -224,15 +229,15 @@ class Replica:
             self.dec_left -= m
             self.tick += 1
             self.tick_end.append(end)
-        for r, x in plan.chunks:
+        for r, x in chunks:
             if r.status == Status.WAITING:
                 self.queue.popleft()
                 self._admit(r, t)
             self._advance_prefill(r, x)
-        if m:
+        heap = self.heap
+        if m and heap and heap[0][0] <= self.tick:
             self._complete()
-        self.rows.append((t, dur, prefill, m, m + len(plan.chunks),
-                          self.cfg.kv.blocks - self.free_blocks,
+        self.rows.append((t, dur, prefill, m, m + len(chunks), self.capacity - self.free_blocks,
                           len(self.queue) + len(self.swapped), len(self.running),
                           self.pf_need + self.dec_left, demand))
         return end
@@ -254,10 +259,16 @@ class Replica:
                 self._preempt(self._victim())
                 continue
             # Decoders sit out only a tick that happens; with m == 0 there is no tick at all.
-            partial = 0 < m < self.n_decoders
-            skipped = self._youngest_decoders(self.n_decoders - m) if partial else []
-            need = self.decode_need - sum(1 for r in skipped if r.key == key) if m else 0
-            if need + self._chunk_blocks(plan) <= self.free_blocks:
+            skipped: Sequence[_R] = ()
+            if not m:
+                need = 0
+            elif m < self.n_decoders:
+                skipped = self._youngest_decoders(self.n_decoders - m)
+                need = self.decode_need - sum(1 for r in skipped if r.key == key)
+            else:
+                need = self.decode_need
+            total = need + self._chunk_blocks(plan) if plan.chunks else need
+            if total <= self.free_blocks:
                 return plan, skipped, need
             self._preempt(self._victim())
 
@@ -495,7 +506,7 @@ class Replica:
             return None
         self._flush_rows()
         starts = np.concatenate(([t], ends[: k - 2]))
-        kv_used = self.cfg.kv.blocks - self.free_blocks + used[: k - 1]
+        kv_used = self.capacity - self.free_blocks + used[: k - 1]
         backlog = self.pf_need + self.dec_left - n * np.arange(1, k, dtype=np.int64)
         waiting, running = len(self.queue) + len(self.swapped), len(self.running)
         self.row_blocks.append(np.column_stack([
@@ -509,7 +520,7 @@ class Replica:
         self.tick_end.extend(ends[:k].tolist())
         self._complete()
         self.rows.append((float(ends[k - 2]), float(durs[k - 1]),
-                          0, n, n, self.cfg.kv.blocks - self.free_blocks,
+                          0, n, n, self.capacity - self.free_blocks,
                           len(self.queue) + len(self.swapped), len(self.running),
                           self.pf_need + self.dec_left, demand))
         return float(ends[k - 1])
