@@ -37,6 +37,7 @@ from servesim.engine.state import (
     check_transition,
     iteration_frame,
 )
+from servesim.engine.token_times import token_times
 from servesim.policies.batching import make_policy
 from servesim.workload.requests import Requests
 
@@ -551,7 +552,7 @@ class Replica:
             self._store(r)
         for r in (*self.queue, *self.swapped):
             self._store(r)
-        first, gaps = _token_times(np.frombuffer(self.tick_end, dtype=np.float64),
+        first, gaps = token_times(np.frombuffer(self.tick_end, dtype=np.float64),
                                    np.frombuffer(self.segs, dtype=np.int64).reshape(-1, 3), self.n)
         spec = self.spec
         names = np.asarray(spec.class_names, dtype=object)
@@ -582,54 +583,6 @@ class Replica:
 def _stale(entry: tuple[int, int, _R]) -> bool:
     due, _, r = entry
     return r.status != Status.RUNNING or r.need != 0 or r.base + r.output != due
-
-
-def _token_times(tick_end: np.ndarray, seg: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """First-token time and largest inter-token gap of every request, from token segments.
-
-    A segment (request, s, k) says the request emitted tokens at the ends of ticks s+1..s+k.
-    Within-segment gaps are a range maximum over per-tick gaps (sparse table); gaps between a
-    request's consecutive segments are differences of their end points.
-    """
-    first = np.full(n, np.nan)
-    gaps = np.full(n, np.nan)
-    if not len(seg):
-        return first, gaps
-    order = np.argsort(seg[:, 0], kind="stable")
-    req, start, k = seg[order, 0], seg[order, 1], seg[order, 2]
-    head = np.ones(len(req), bool)
-    head[1:] = req[1:] != req[:-1]
-    first[req[head]] = tick_end[start[head] + 1]
-    tick_gap = np.diff(tick_end, prepend=tick_end[0])          # gap before tick j's token
-    inner = _range_max(tick_gap, start + 2, start + k)          # ticks s+2..s+k
-    np.fmax.at(gaps, req, inner)
-    cross = tick_end[start[1:] + 1] - tick_end[start[:-1] + k[:-1]]
-    same = ~head[1:]
-    np.fmax.at(gaps, req[1:][same], cross[same])
-    return first, gaps
-
-
-def _range_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """max(values[lo..hi]) for each pair (inclusive); NaN where the range is empty."""
-    out = np.full(len(lo), np.nan)
-    ok = hi >= lo
-    if not ok.any():
-        return out
-    lo, hi = lo[ok], hi[ok]
-    level = np.floor(np.log2(hi - lo + 1)).astype(np.int64)
-    res = np.empty(len(lo))
-    # Build the sparse table one level at a time and answer that level's queries, so memory
-    # stays O(len(values)) rather than O(len(values) log len(values)).
-    table, width = values, 1
-    for j in range(int(level.max()) + 1):
-        if j:
-            table = np.maximum(table[:-width], table[width:])
-            width *= 2
-        sel = level == j
-        if sel.any():
-            res[sel] = np.maximum(table[lo[sel]], table[hi[sel] - width + 1])
-    out[ok] = res
-    return out
 
 
 STEPPERS = {"fast": Replica, "reference": ReferenceStepper}
