@@ -82,12 +82,13 @@ def simulate(scenario: Scenario, *, seed: int | None = None,
     requests = scenario.workload.generate(streams, n_requests=run.requests,
                                           horizon_s=run.horizon_s)
     result = run_engine(requests, scenario.engine, scenario.cost, until_s=run.until_s,
-                        progress=progress, stepper=stepper)
+                        progress=progress, stepper=stepper, max_in_system=run.max_in_system)
     records = add_latency_columns(result.requests)
     metrics = summarize(records, result.iterations, end_s=result.end_s, warmup_s=run.warmup_s,
                         slo=scenario.slo, token_budget=scenario.engine.token_budget,
                         kv_capacity_blocks=scenario.engine.kv.blocks)
     summary = {"complete": True, "status": "complete", **run_header(scenario, seed),
-               "stopped_early": bool(result.stopped_early), **metrics}
+               "stopped_early": bool(result.stopped_early), "stop_reason": result.stop_reason,
+               **metrics}
     return SimResult(summary=summary, requests=records, iterations=result.iterations,
                      scenario=scenario, seed=seed)

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 SECTIONS = ("run", "workload", "engine", "slo")
-RUN_KEYS = ("seed", "requests", "horizon_s", "warmup_s", "max_time_s")
+RUN_KEYS = ("seed", "requests", "horizon_s", "warmup_s", "max_time_s", "max_in_system")
 ENGINE_KEYS = ("batching", "token_budget", "max_batch_size", "chunk_tokens", "max_model_len",
                "kv", "cost")
 KV_KEYS = ("block_tokens", "blocks", "watermark", "preemption", "victim", "host_blocks",
@@ -67,6 +67,8 @@ class RunConfig:
         warmup_s: arrivals before this time (and iterations starting before it) are left out of
             the summary statistics, seconds.
         max_time_s: request-count mode only: stop the run at this simulated time, seconds.
+        max_in_system: stop the run as soon as more requests than this are in the system, so an
+            overloaded run ends bounded in time and memory (None: no cap).
 
     Raises ConfigError unless exactly one of ``requests`` / ``horizon_s`` is given, or if a value
     is out of range.
@@ -77,6 +79,7 @@ class RunConfig:
     horizon_s: float | None = None
     warmup_s: float = 0.0
     max_time_s: float | None = None
+    max_in_system: int | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -90,6 +93,8 @@ class RunConfig:
         else:
             set_(self, "horizon_s", number(self.horizon_s, "run.horizon_s", low=0, low_open=True))
         set_(self, "warmup_s", number(self.warmup_s, "run.warmup_s", low=0))
+        if self.max_in_system is not None:
+            set_(self, "max_in_system", integer(self.max_in_system, "run.max_in_system", low=1))
         if self.max_time_s is not None:
             if self.horizon_s is not None:
                 raise ConfigError("run.max_time_s", self.max_time_s,

@@ -105,3 +105,26 @@ def test_until_stops_the_clock():
     assert res.stopped_early
     assert res.iterations.start_s.max() < 1.0
     assert list(res.requests.status) == ["running", "finished", "pending"]
+
+
+@pytest.mark.parametrize("stepper", ["fast", "reference"])
+def test_overloaded_run_stops_at_the_in_system_cap(stepper):
+    # FasterTransformer at twice its cycle capacity: the queue grows without bound, so the
+    # cap ends the run early and says why.
+    import numpy as np
+    n = 5000
+    reqs = Requests.from_lists(np.arange(n) * 0.1, [129] * n, [112] * n)
+    res = run_engine(reqs, make_config("fastertransformer"), Staircase(), stepper=stepper,
+                     max_in_system=200)
+    assert res.stop_reason == "max_in_system"
+    assert res.stopped_early
+    in_system = res.requests.status.isin(["waiting", "running", "swapped"]).sum()
+    assert in_system == 201
+    assert res.end_s < 500 * 0.1
+
+
+def test_stop_reasons():
+    reqs = Requests.from_lists([0, 0], [5, 5], [3, 3])
+    assert run_engine(reqs, make_config("sarathi"), Staircase()).stop_reason == "drained"
+    timed = run_engine(reqs, make_config("sarathi"), Staircase(), until_s=0.05)
+    assert timed.stop_reason == "time"

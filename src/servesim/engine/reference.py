@@ -117,25 +117,32 @@ class ReferenceStepper:
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, until_s: float | None = None,
-            progress: Callable[[float], None] | None = None) -> EngineRun:
+            progress: Callable[[float], None] | None = None,
+            max_in_system: int | None = None) -> EngineRun:
         t = 0.0
         nxt = 0
         n = len(self.reqs)
         while nxt < n and self.reqs[nxt].status != Status.PENDING:
             nxt += 1
+        reason = "drained"
         while True:
             while nxt < n and self.reqs[nxt].arrival <= t:
                 self._arrive(self.reqs[nxt])
                 nxt += 1
-            busy = self.running or self.queue or self.swapped
-            if not busy:
+            in_system = len(self.running) + len(self.queue) + len(self.swapped)
+            if max_in_system is not None and in_system > max_in_system:
+                reason = "max_in_system"
+                break
+            if not in_system:
                 if nxt >= n:
                     break
                 t = max(t, self.reqs[nxt].arrival)
                 if until_s is not None and t >= until_s:
+                    reason = "time"
                     break
                 continue
             if until_s is not None and t >= until_s:
+                reason = "time"
                 break
             dur = self._iterate(t)
             if dur is None:
@@ -144,7 +151,7 @@ class ReferenceStepper:
                 t = self.reqs[nxt].arrival
                 continue
             t = t + dur
-        return self._result(t)
+        return self._result(t, reason)
 
     def _arrive(self, r: _Req) -> None:
         if r.prompt + r.output > self.limit[0] or r.prompt > self.limit[1]:
@@ -293,7 +300,7 @@ class ReferenceStepper:
                          ("demand_tokens", demand)):
             rows[key].append(val)
 
-    def _result(self, t: float) -> EngineRun:
+    def _result(self, t: float, reason: str) -> EngineRun:
         reqs = self.reqs
         first = [r.token_times[0] if r.token_times else np.nan for r in reqs]
         gaps = [float(np.max(np.diff(r.token_times))) if len(r.token_times) > 1 else np.nan
@@ -315,7 +322,8 @@ class ReferenceStepper:
             "max_token_gap_s": gaps,
         })
         done = sum(r.status in (Status.FINISHED, Status.REJECTED) for r in reqs)
-        return EngineRun(frame, iteration_frame(self.rows), t, done < len(reqs), self.batches)
+        return EngineRun(frame, iteration_frame(self.rows), t, done < len(reqs), self.batches,
+                         reason)
 
 
 def _length_limit(config: EngineConfig) -> tuple[int, int]:

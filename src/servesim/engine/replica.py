@@ -133,24 +133,32 @@ class Replica:
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, until_s: float | None = None,
-            progress: Callable[[float], None] | None = None) -> EngineRun:
+            progress: Callable[[float], None] | None = None,
+            max_in_system: int | None = None) -> EngineRun:
         arrivals = self.spec.arrival_s.tolist()
         n, t, nxt, iters = self.n, 0.0, 0, 0
         while nxt < n and self.status[nxt] != Status.PENDING:
             nxt += 1
         stop = float("inf") if until_s is None else until_s
+        cap = n + 1 if max_in_system is None else max_in_system
+        reason = "drained"
         while True:
             while nxt < n and arrivals[nxt] <= t:
                 self._arrive(nxt)
                 nxt += 1
+            if self.in_system > cap:
+                reason = "max_in_system"
+                break
             if not self.in_system:
                 if nxt >= n:
                     break
                 t = max(t, arrivals[nxt])
                 if t >= stop:
+                    reason = "time"
                     break
                 continue
             if t >= stop:
+                reason = "time"
                 break
             next_event = min(arrivals[nxt] if nxt < n else float("inf"), stop)
             t_new = self._iterate(t, next_event)
@@ -167,7 +175,7 @@ class Replica:
                 self._flush_rows()   # numpy rows take a tenth of the memory of tuples
                 if progress is not None:
                     progress(max(nxt / n, 0.0 if until_s is None else min(t / until_s, 1.0)))
-        return self._result(t)
+        return self._result(t, reason)
 
     def _arrive(self, i: int) -> _R:
         p, d = self.prompts[i], self.outputs[i]
@@ -545,7 +553,7 @@ class Replica:
         c["swapped_bytes"][r.id] = r.swapped_bytes
         self.out["admitted_s"][r.id] = r.admitted_s
 
-    def _result(self, t: float) -> EngineRun:
+    def _result(self, t: float, reason: str) -> EngineRun:
         for r in list(self.running.values()):
             if r.need == 0:
                 self._leave_decode(r)
@@ -577,7 +585,7 @@ class Replica:
         rows = np.concatenate(blocks)
         iters = iteration_frame({c: rows[:, j] for j, c in enumerate(ITERATION_COLUMNS)})
         done = int(np.isin(self.status, (Status.FINISHED, Status.REJECTED)).sum())
-        return EngineRun(frame, iters, t, done < self.n, self.batches)
+        return EngineRun(frame, iters, t, done < self.n, self.batches, reason)
 
 
 def _stale(entry: tuple[int, int, _R]) -> bool:
@@ -591,7 +599,7 @@ STEPPERS = {"fast": Replica, "reference": ReferenceStepper}
 def run_engine(requests: Requests, config: EngineConfig, cost, *, until_s: float | None = None,
                progress: Callable[[float], None] | None = None, stepper: str = "fast",
                start_decoding: Sequence[int] = (), record_batches: bool = False,
-               check_invariants: bool = False) -> EngineRun:
+               check_invariants: bool = False, max_in_system: int | None = None) -> EngineRun:
     """Simulate one replica serving ``requests``.
 
     Args:
@@ -600,6 +608,8 @@ def run_engine(requests: Requests, config: EngineConfig, cost, *, until_s: float
         start_decoding: requests that enter at their arrival with the prefill already done.
         record_batches: keep each iteration's (request, phase, tokens) list (slow; for tests).
         check_invariants: verify the fast replica's aggregates after every iteration (slow).
+        max_in_system: stop as soon as more requests than this are in the system (waiting,
+            running or swapped), so an overloaded run ends bounded in time and memory.
 
     Raises:
         ConfigError if ``stepper`` is unknown.
@@ -610,4 +620,4 @@ def run_engine(requests: Requests, config: EngineConfig, cost, *, until_s: float
     for i in start_decoding:
         engine.start_decoding(i)
     engine.check = check_invariants
-    return engine.run(until_s, progress)
+    return engine.run(until_s, progress, max_in_system)

@@ -62,6 +62,9 @@ class EngineRun:
         end_s: the simulated clock when the run stopped, seconds.
         stopped_early: True if some request neither finished nor was rejected.
         batches: per iteration, the (request id, "p" or "d", tokens) triples; only when asked.
+        stop_reason: "drained" (every request finished or was rejected), "time" (the stop time
+            was reached) or "max_in_system" (the cap on requests in the system was exceeded,
+            the mark of an overloaded run).
     """
 
     requests: pd.DataFrame
@@ -69,6 +72,7 @@ class EngineRun:
     end_s: float
     stopped_early: bool
     batches: list | None = None
+    stop_reason: str = "drained"
 
 
 def iteration_frame(cols: dict[str, list | np.ndarray]) -> pd.DataFrame:
