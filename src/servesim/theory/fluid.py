@@ -3,8 +3,9 @@
 Prompt type j arrives at rate lambda_j, has l_j prefill tokens and l'_j output tokens. A request
 of type j stays for l'_j + 1 iterations (one prefill, l'_j decodes) and holds on average
 l_j + l'_j/2 KV tokens while it does. An iteration with K tokens of context takes
-tau = d0 + d1*K seconds. Every function returns frozen dataclasses of :class:`Quantity`, each
-carrying its value, its unit and the formula that produced it. See docs/theory_fluid.md.
+tau = d0 + d1*K seconds. Every function returns frozen dataclasses of ``Quantity`` (from
+``servesim.theory.capacity``), each carrying its value, unit, formula and source. See
+docs/theory_fluid.md.
 """
 
 from __future__ import annotations
@@ -14,30 +15,20 @@ from dataclasses import dataclass
 
 from servesim.core.errors import ConfigError
 from servesim.core.fields import number
+from servesim.theory.capacity import Quantity
+
+SOURCE = ("Ao, Luo, Simchi-Levi, Wang 2025, 'Optimizing LLM Inference: Fluid-Guided Online "
+          "Scheduling with Memory Constraints'")
 
 __all__ = [
     "MemoryTimeBound",
     "PromptType",
-    "Quantity",
+    "SOURCE",
     "WaitFluid",
     "memory_time_bound",
     "wait_fluid",
     "wait_thresholds",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Quantity:
-    """A number with its unit and the formula it came from, for printing beside each other."""
-
-    name: str
-    value: float
-    unit: str
-    formula: str
-
-    def __str__(self) -> str:
-        unit = f" {self.unit}" if self.unit else ""
-        return f"{self.name} = {self.value:.6g}{unit}    [{self.formula}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +98,10 @@ class MemoryTimeBound:
                 self.compute_rate_scale)
 
 
+def _q(value: float, unit: str, formula: str) -> Quantity:
+    return Quantity(value, unit, formula, source=SOURCE)
+
+
 _S_FORMULA = "S = sum_j lambda_j*(l'_j+1)*(l_j + l'_j/2)"
 
 
@@ -139,13 +134,13 @@ def wait_fluid(types: Sequence[PromptType], d0_s: float, d1_s: float) -> WaitFlu
     kv = d0 * s / (1.0 - load) if stable else inf
     tau = d0 / (1.0 - load) if stable else inf
     return WaitFluid(
-        work=Quantity("S", s, "token*iterations/s", _S_FORMULA),
-        load=Quantity("d1*S", load, "", "d1*S  (stable iff < 1)"),
-        margin=Quantity("margin", 1.0 - load, "", "1 - d1*S"),
-        kv_tokens_in_use=Quantity("M*", kv, "tokens", "M* = d0*S/(1 - d1*S)"),
-        iteration_time=Quantity("tau*", tau, "s", "tau* = d0/(1 - d1*S)"),
-        throughput=Quantity("throughput", sum(t.rate_per_s * t.iterations for t in types),
-                            "tokens/s", "sum_j lambda_j*(l'_j+1)"),
+        work=_q(s, "token*iterations/s", _S_FORMULA),
+        load=_q(load, "", "load = d1*S  (stable iff < 1)"),
+        margin=_q(1.0 - load, "", "margin = 1 - d1*S"),
+        kv_tokens_in_use=_q(kv, "tokens", "M* = d0*S/(1 - d1*S)"),
+        iteration_time=_q(tau, "s", "tau* = d0/(1 - d1*S)"),
+        throughput=_q(sum(t.rate_per_s * t.iterations for t in types),
+                      "tokens/s", "throughput = sum_j lambda_j*(l'_j+1)"),
         stable=stable,
     )
 
@@ -168,9 +163,9 @@ def memory_time_bound(types: Sequence[PromptType], kv_capacity_tokens: float, d0
     compute = 1.0 / (d1 * s) if s > 0 and d1 > 0 else inf
     return MemoryTimeBound(
         kv_tokens_in_use=fluid.kv_tokens_in_use,
-        kv_capacity=Quantity("C", c, "tokens", "KV capacity"),
-        max_rate_scale=Quantity("theta_max", theta, "", "theta_max = C/(S*(d0 + d1*C))"),
-        compute_rate_scale=Quantity("theta_compute", compute, "", "theta_compute = 1/(d1*S)"),
+        kv_capacity=_q(c, "tokens", "KV capacity"),
+        max_rate_scale=_q(theta, "", "theta_max = C/(S*(d0 + d1*C))"),
+        compute_rate_scale=_q(compute, "", "theta_compute = 1/(d1*S)"),
         fits=fluid.stable and fluid.kv_tokens_in_use.value <= c,
     )
 
@@ -186,7 +181,7 @@ def wait_thresholds(types: Sequence[PromptType], batch_tokens_B: float) -> tuple
     if total <= 0:
         raise ConfigError("types[*].rate_per_s", total, "a positive total arrival rate")
     return tuple(
-        Quantity(f"n_{j}", b * (t.rate_per_s / total) / t.iterations, "requests",
+        _q(b * (t.rate_per_s / total) / t.iterations, "requests",
                  "n_j = B*rho_j/(l'_j+1), rho_j = lambda_j/sum(lambda)")
         for j, t in enumerate(types)
     )

@@ -1,0 +1,37 @@
+"""Analysis of simulation runs: stability tests (see ``servesim.analysis.stability``)."""
+
+from servesim.analysis.stability import (
+    COMPLETION_EPS,
+    DOUBLING_TOL,
+    ENVELOPE_REL_TOL,
+    DoublingResult,
+    EnvelopeResult,
+    SlopeCI,
+    Verdict,
+    backlog_slope,
+    completion_ratio,
+    envelope_growth,
+    fluid_slope,
+    horizon_doubling,
+    slope_ci,
+    study,
+    verdict,
+)
+
+__all__ = [
+    "COMPLETION_EPS",
+    "DOUBLING_TOL",
+    "ENVELOPE_REL_TOL",
+    "DoublingResult",
+    "EnvelopeResult",
+    "SlopeCI",
+    "Verdict",
+    "backlog_slope",
+    "completion_ratio",
+    "envelope_growth",
+    "fluid_slope",
+    "horizon_doubling",
+    "slope_ci",
+    "study",
+    "verdict",
+]
