@@ -224,6 +224,16 @@ def run_cli(args: Sequence[str] | None = None) -> int:
     return rv if isinstance(rv, int) else 0
 
 
+def _register_analysis() -> None:
+    from servesim.cli.analysis import capacity, stability
+
+    cli.add_command(capacity)
+    cli.add_command(stability)
+
+
+_register_analysis()
+
+
 def main() -> None:
     """Console-script entry point: exit with ``run_cli``'s code."""
     sys.exit(run_cli())
