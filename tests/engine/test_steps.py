@@ -128,3 +128,18 @@ def test_stop_reasons():
     assert run_engine(reqs, make_config("sarathi"), Staircase()).stop_reason == "drained"
     timed = run_engine(reqs, make_config("sarathi"), Staircase(), until_s=0.05)
     assert timed.stop_reason == "time"
+
+
+@pytest.mark.parametrize("stepper", ["fast", "reference"])
+def test_static_batching_charges_padding(stepper):
+    # Cost c + a*b with c = 1 ms, a = 10 ms/token. A (1 prompt, 1 output) and B (1, 3) form one
+    # batch. After A finishes, static batching still computes A's slot: 2 tokens per
+    # iteration (21 ms); FasterTransformer charges only B's token (11 ms).
+    from servesim.engine.cost import PiecewiseLinear
+    reqs = Requests.from_lists([0, 0], [1, 1], [1, 3])
+    cost = PiecewiseLinear(c_s=0.001, a_s=0.01, b0=0)
+    static = run_engine(reqs, make_config("static"), cost, stepper=stepper)
+    ft = run_engine(reqs, make_config("fastertransformer"), cost, stepper=stepper)
+    assert list(static.iterations.duration_s) == pytest.approx([0.021] * 4)
+    assert list(ft.iterations.duration_s) == pytest.approx([0.021, 0.021, 0.011, 0.011])
+    assert list(static.iterations.decode_tokens) == [0, 2, 1, 1]   # real tokens only

@@ -173,7 +173,7 @@ class ReferenceStepper:
         decoders = self.decoders[: plan.decode]
         ctx = sum(r.computed for r in decoders)
         prefill = sum(x for _, x in plan.chunks)
-        dur = self.cost.iteration_s(prefill, len(decoders), ctx) + self.swap_s
+        dur = self.cost.iteration_s(prefill, len(decoders) + plan.padding, ctx) + self.swap_s
         end = t + dur
         if self.batches is not None:
             self.batches.append([(r.id, "d", 1) for r in decoders] +

@@ -209,7 +209,7 @@ class Replica:
         m = plan.decode
         if (self.stretch and m and m == self.n_decoders and not plan.chunks
                 and not self.swap_s and not self.preempted):
-            t_new = self._stretch(t, next_event, demand)
+            t_new = self._stretch(t, next_event, demand, plan.padding)
             if t_new is not None:
                 return t_new
         return self._step(t, plan, skipped, need, demand)
@@ -226,7 +226,7 @@ class Replica:
         prefill = 0
         for _, x in chunks:
             prefill += x
-        dur = self.cost.iteration_s(prefill, m, ctx) + self.swap_s
+        dur = self.cost.iteration_s(prefill, m + plan.padding, ctx) + self.swap_s
         end = t + dur
         if self.batches is not None:
             self._record_batch(plan)
@@ -484,7 +484,7 @@ class Replica:
             raise SimulationError("; ".join(problems))
 
     # -- decode-only stretches --------------------------------------------------------
-    def _stretch(self, t: float, next_event: float, demand: int) -> float | None:
+    def _stretch(self, t: float, next_event: float, demand: int, padding: int) -> float | None:
         """Advance k > 1 identical decode-only iterations at once, or return None if the next
         event is at most one iteration away. Exact: times accumulate in the same order as the
         step loop, so every float matches bit for bit."""
@@ -495,14 +495,15 @@ class Replica:
         if k_max <= 1:
             return None
         n = self.n_decoders
-        d0 = self.cost.iteration_s(0, n, self.ctx)
+        d0 = self.cost.iteration_s(0, n + padding, self.ctx)
         if next_event != float("inf"):
             k_max = min(k_max, int((next_event - t) / d0) + 2)
         if k_max <= 1:
             return None
         ks = np.arange(k_max, dtype=np.int64)
         if self.cost.uses_context:
-            durs = np.asarray(self.cost.iteration_s(0, n, self.ctx + n * ks), dtype=np.float64)
+            durs = np.asarray(self.cost.iteration_s(0, n + padding, self.ctx + n * ks),
+                              dtype=np.float64)
         else:
             durs = np.full(k_max, d0)
         ends = np.cumsum(np.concatenate(([t], durs)))[1:]

@@ -24,13 +24,15 @@ from servesim.core.registry import lookup
 
 
 class StepPlan:
-    """One iteration: ``decode`` decoders take a token; ``chunks`` are (request, tokens) pairs."""
+    """One iteration: ``decode`` decoders take a token; ``chunks`` are (request, tokens) pairs;
+    ``padding`` decode slots are computed for nothing (static batching) and only cost time."""
 
-    __slots__ = ("decode", "chunks")
+    __slots__ = ("decode", "chunks", "padding")
 
-    def __init__(self, decode: int, chunks: list[tuple[Any, int]]) -> None:
+    def __init__(self, decode: int, chunks: list[tuple[Any, int]], padding: int = 0) -> None:
         self.decode = decode
         self.chunks = chunks
+        self.padding = padding
 
     def __repr__(self) -> str:
         return f"StepPlan(decode={self.decode}, chunks={[(r.id, x) for r, x in self.chunks]})"
@@ -169,15 +171,26 @@ class FasterTransformer(Policy):
 class Static(FasterTransformer):
     """Request-level (static) batching: a batch is formed only when the engine is empty, from
     whole prefills that fit one iteration, and decodes until its last request finishes;
-    nothing joins a running batch.
+    nothing joins a running batch. Finished requests keep their slot as padding until the
+    batch ends: each padded slot is charged as one decode token per iteration (their KV
+    context is not charged, so this is exact for token-only cost models).
 
-    Finished requests leave the batch: padding (the slots of finished requests still computed
-    until the longest finishes) is not charged yet. Without that cost this rule serves exactly
-    as the stylised FasterTransformer rule, since without chunking every running request is a
-    decoder; it is kept as its own name so padding can be added without changing scenarios.
+    The policy keeps one piece of state, the size of the batch it formed; it pays nothing per
+    request per iteration.
     """
 
     name = "static"
+
+    def __init__(self) -> None:
+        self.formed = 0
+
+    def plan(self, view: Any) -> StepPlan:
+        plan = super().plan(view)
+        if plan.chunks:
+            self.formed = len(plan.chunks)
+        elif plan.decode:
+            plan.padding = max(0, self.formed - view.n_decoders)
+        return plan
 
 
 class Greedy(Policy):
