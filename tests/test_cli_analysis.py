@@ -41,3 +41,15 @@ def test_bad_loads_one_line():
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: --loads")
     assert "Traceback" not in out.stderr
+
+
+def test_capacity_empirical_bracket_beside_theory():
+    out = cli("capacity", str(DEMO), "--json", "--empirical", "--seeds", "3", "--horizon-s",
+              "120", "--iterations", "3", "--set", "run.warmup_s=0")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)["empirical"]
+    assert [r["policy"] for r in rows] == ["sarathi"]
+    lam = 512 / 0.15316 / 241
+    assert rows[0]["theory_lambda_star"] == pytest.approx(lam)
+    # A bracket inside the search range [0.5, 1.5] lambda*, below or around lambda*.
+    assert 0.5 * lam <= rows[0]["lo"] < rows[0]["hi"] <= 1.5 * lam

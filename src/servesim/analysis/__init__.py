@@ -1,5 +1,12 @@
 """Analysis of simulation runs: stability tests (see ``servesim.analysis.stability``)."""
 
+from servesim.analysis.search import (
+    LambdaSearch,
+    Probe,
+    empirical_lambda_star,
+    policy_lambda_stars,
+    probe_rate,
+)
 from servesim.analysis.stability import (
     COMPLETION_EPS,
     DOUBLING_TOL,
@@ -19,6 +26,11 @@ from servesim.analysis.stability import (
 )
 
 __all__ = [
+    "LambdaSearch",
+    "Probe",
+    "empirical_lambda_star",
+    "policy_lambda_stars",
+    "probe_rate",
     "COMPLETION_EPS",
     "DOUBLING_TOL",
     "ENVELOPE_REL_TOL",

@@ -130,14 +130,54 @@ def _flatten(report: dict[str, Any], prefix: str = ""):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a scenario field (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def capacity(scenario: Path, overrides: Sequence[str], as_json: bool) -> None:
+@click.option("--empirical", is_flag=True,
+              help="Also bisect for each policy's empirical lambda* from simulation.")
+@click.option("--policies", default=None,
+              help="Comma-separated batching systems for --empirical (default: the scenario's).")
+@click.option("--seeds", default=8, show_default=True, type=click.IntRange(min=2),
+              help="Seeds per bisection step (--empirical).")
+@click.option("--horizon-s", default=300.0, show_default=True, type=float,
+              help="Simulated seconds per run (--empirical).")
+@click.option("--iterations", default=6, show_default=True, type=click.IntRange(min=1),
+              help="Bisection steps (--empirical).")
+def capacity(scenario: Path, overrides: Sequence[str], as_json: bool, empirical: bool,
+             policies: str | None, seeds: int, horizon_s: float, iterations: int) -> None:
     """Theoretical capacity of a scenario: mu*, lambda*, load, cycle capacities and the
-    batch-size-cap region, each with the formula it came from."""
-    report = capacity_report(load_scenario(scenario, overrides))
+    batch-size-cap region, each with the formula it came from; with --empirical, each
+    policy's empirical lambda* bracket from simulation beside the theoretical one."""
+    loaded = load_scenario(scenario, overrides)
+    report = capacity_report(loaded)
+    frame = _empirical(loaded, report, policies, seeds, horizon_s, iterations) \
+        if empirical else None
     if as_json:
-        click.echo(json.dumps(_plain(report), indent=2))
-    else:
-        _print_report(report, Console())
+        out = _plain(report)
+        if frame is not None:
+            out["empirical"] = frame.drop(columns=["probes"], errors="ignore").to_dict("records")
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    console = Console()
+    _print_report(report, console)
+    if frame is not None:
+        table = Table(title="empirical lambda* (bisection bracket, requests/s)")
+        for col in ("policy", "lo", "hi", "theory", "ratio"):
+            table.add_column(col)
+        for row in frame.itertuples():
+            table.add_row(str(row.policy), f"{row.lo:.4g}", f"{row.hi:.4g}",
+                          f"{row.theory_lambda_star:.4g}", f"{row.ratio:.3f}")
+        console.print(table)
+
+
+def _empirical(scenario: Scenario, report: dict[str, Any], policies: str | None, seeds: int,
+               horizon_s: float, iterations: int):
+    """Bisect each policy's empirical lambda* between 0.5 and 1.5 times the theoretical one."""
+    from servesim.analysis import policy_lambda_stars
+
+    names = [p.strip() for p in policies.split(",")] if policies else \
+        [scenario.engine.batching]
+    lam = report["request_capacity"].value
+    return policy_lambda_stars(scenario.source, names, seeds=list(range(seeds)),
+                               horizon_s=horizon_s, lo=0.5 * lam, hi=1.5 * lam,
+                               iterations=iterations)
 
 
 @click.command()
