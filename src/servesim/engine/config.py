@@ -137,3 +137,13 @@ class EngineConfig:
     def prompt_limit(self) -> int | None:
         """The longest prompt this system can ever prefill (None: unlimited)."""
         return None if self.chunks else self.token_budget
+
+    @property
+    def length_limits(self) -> tuple[int, int]:
+        """The longest request (prompt + output tokens) and the longest prompt this engine can
+        ever serve; longer ones are rejected at arrival."""
+        kv = self.kv
+        by_memory = (kv.blocks - kv.watermark_blocks) * kv.block_tokens
+        total, prompt = self.model_len_limit, self.prompt_limit
+        return (by_memory if total is None else min(total, by_memory),
+                by_memory if prompt is None else prompt)

@@ -77,7 +77,7 @@ class ReferenceStepper:
         self.waiting: deque[_Req] | tuple = self.queue
         self.batches: list | None = [] if record_batches else None
         self.rows: dict[str, list] = {c: [] for c in ITERATION_COLUMNS}
-        self.limit = _length_limit(config)
+        self.limit = config.length_limits
         self.check = False   # the reference checks KV capacity at every token regardless
 
     # -- the view -----------------------------------------------------------------------
@@ -324,14 +324,3 @@ class ReferenceStepper:
         done = sum(r.status in (Status.FINISHED, Status.REJECTED) for r in reqs)
         return EngineRun(frame, iteration_frame(self.rows), t, done < len(reqs), self.batches,
                          reason)
-
-
-def _length_limit(config: EngineConfig) -> tuple[int, int]:
-    """The longest request (prompt + output tokens) and the longest prompt this engine can
-    ever serve; longer ones are rejected at arrival."""
-    kv = config.kv
-    by_memory = (kv.blocks - kv.watermark_blocks) * kv.block_tokens
-    total = config.model_len_limit
-    prompt = config.prompt_limit
-    return (by_memory if total is None else min(total, by_memory),
-            by_memory if prompt is None else prompt)

@@ -28,7 +28,7 @@ import pandas as pd
 
 from servesim.core.errors import SimulationError
 from servesim.engine.config import EngineConfig
-from servesim.engine.reference import ReferenceStepper, _length_limit
+from servesim.engine.reference import ReferenceStepper
 from servesim.engine.state import (
     ITERATION_COLUMNS,
     STATUS_NAMES,
@@ -85,7 +85,7 @@ class Replica:
         self.watermark_blocks = kv.watermark_blocks
         self.free_blocks = kv.blocks
         self.host_free = kv.host_blocks
-        self.limit = _length_limit(config)
+        self.limit = config.length_limits
         self.n = len(requests)
         self.capacity = kv.blocks
         # Plain lists: indexing them is several times cheaper than numpy scalar access.
@@ -361,10 +361,9 @@ class Replica:
     def _complete(self) -> None:
         heap, tick = self.heap, self.tick
         while heap and heap[0][0] <= tick:
-            due, _, r = heapq.heappop(heap)
-            if r.status != Status.RUNNING or r.need or r.base + r.output != due:
-                continue                                     # stale entry
-            self._finish(r)
+            entry = heapq.heappop(heap)
+            if not _stale(entry):
+                self._finish(entry[2])
 
     def _finish(self, r: _R) -> None:
         self._leave_decode(r)
