@@ -31,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from servesim import SimResult, load_scenario, simulate, write_outputs
+from servesim.metrics.text import format_table as render_table
 
 HERE = Path(__file__).resolve().parent
 SCENARIO = HERE / "azure_replay.toml"
@@ -73,10 +74,7 @@ def format_table(table: pd.DataFrame) -> str:
         "throughput_rps": ("req/s", "{:.2f}"), "throughput_tokens_per_s": ("tok/s", "{:.0f}"),
         "end_s": ("end s", "{:.0f}"), "kv_utilization_mean": ("KV use", "{:.2f}"),
     }
-    shown = pd.DataFrame({
-        header: [("-" if x is None or x != x else fmt.format(x)) for x in table[key]]
-        for key, (header, fmt) in columns.items()})
-    return shown.to_string(index=False)
+    return render_table(table, columns)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

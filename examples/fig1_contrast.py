@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from servesim import Scenario, SimResult, load_scenario, simulate, write_outputs
+from servesim.metrics.text import format_table as render_table
 
 HERE = Path(__file__).resolve().parent
 SCENARIO = HERE / "fig1_contrast.toml"
@@ -113,10 +114,7 @@ def format_table(table: pd.DataFrame) -> str:
         "e2e_mean_s": ("E2E mean s", "{:.3g}"), "growth_last_vs_mid": ("last/mid", "{:.2f}"),
         "growth_per_s": ("dN/dt /s", "{:+.2f}"),
     }
-    shown = pd.DataFrame({
-        header: [("-" if x is None or x != x else fmt.format(x)) for x in table[key]]
-        for key, (header, fmt) in columns.items()})
-    return shown.to_string(index=False)
+    return render_table(table, columns)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from servesim import SimResult, load_scenario, simulate, write_outputs
+from servesim.metrics.text import format_table as render_table
 
 HERE = Path(__file__).resolve().parent
 SCENARIO = HERE / "kv_pressure.toml"
@@ -75,10 +76,7 @@ def format_table(table: pd.DataFrame) -> str:
         "max_token_gap_p99_s": ("gap p99", "{:.3g}"), "max_token_gap_max_s": ("gap max", "{:.3g}"),
         "kv_utilization_mean": ("KV use", "{:.2f}"), "in_system_end": ("N@end", "{}"),
     }
-    shown = pd.DataFrame({
-        header: [("-" if x is None or x != x else fmt.format(x)) for x in table[key]]
-        for key, (header, fmt) in columns.items()})
-    return shown.to_string(index=False)
+    return render_table(table, columns)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
