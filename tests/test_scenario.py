@@ -389,3 +389,17 @@ def test_load_with_overrides(tmp_path: Path) -> None:
     s = load_scenario(write(tmp_path, GOOD), ["engine.batching=vllm", "run.seed=3"])
     assert s.engine.batching == "vllm" and s.run.seed == 3
     assert s.source["engine"]["batching"] == "vllm"
+
+
+def test_set_field_creates_replaces_and_removes() -> None:
+    from servesim.scenario import set_field
+
+    table: dict = {"engine": {"kv": {"blocks": 10}}}
+    set_field(table, "engine.kv.blocks", 20)
+    set_field(table, "workload.arrival.rate_per_s", 3.0)
+    assert table == {"engine": {"kv": {"blocks": 20}},
+                     "workload": {"arrival": {"rate_per_s": 3.0}}}
+    set_field(table, "engine.kv.blocks", None)
+    assert table["engine"]["kv"] == {}
+    with pytest.raises(ConfigError, match="workload.arrival.rate_per_s: got 3.0, expected a table"):
+        set_field(table, "workload.arrival.rate_per_s.x", 1)

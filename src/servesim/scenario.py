@@ -361,19 +361,28 @@ def apply_overrides(source: Mapping[str, Any], overrides: Sequence[str]) -> dict
             raise ConfigError("--set", item, "key=value, e.g. engine.token_budget=256")
         parts = [p.strip() for p in parts]
         check_keys({parts[0]: None}, "", SECTIONS)
-        node: dict[str, Any] = result
-        for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                where = ".".join(parts[:depth + 1])
-                raise ConfigError(where, child, f"a table, so that --set {key}=... can set a "
-                                                "field inside it")
-            node = child
-        if text.strip():
-            node[parts[-1]] = _parse_value(text.strip())
-        else:
-            node.pop(parts[-1], None)
+        set_field(result, ".".join(parts), _parse_value(text.strip()) if text.strip() else None)
     return result
+
+
+def set_field(table: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``table[a][b][c] = value`` for ``dotted = "a.b.c"`` in place, creating missing
+    tables; a value of None removes the key.
+
+    Raises ConfigError if the path passes through a value that is not a table.
+    """
+    parts = dotted.split(".")
+    node = table
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(parts[:depth + 1]), child,
+                              f"a table, so that {dotted} can be set inside it")
+        node = child
+    if value is None:
+        node.pop(parts[-1], None)
+    else:
+        node[parts[-1]] = value
 
 
 def _parse_value(text: str) -> Any:

@@ -29,13 +29,13 @@ import pandas as pd
 
 from servesim.analysis.stability import (
     COMPLETION_EPS,
-    _set_field,
     _window_counts,
     backlog_slope,
     fluid_slope,
     verdict,
 )
 from servesim.core.errors import ConfigError
+from servesim.scenario import set_field
 
 __all__ = [
     "LambdaSearch",
@@ -148,7 +148,7 @@ def probe_rate(table: Mapping[str, Any], rate: float, *, seeds: Sequence[int],
     if not horizon_s > 0:
         raise ConfigError("horizon_s", horizon_s, "a positive number of seconds")
     t = copy.deepcopy(dict(table))
-    _set_field(t, rate_field, float(rate))
+    set_field(t, rate_field, float(rate))
     run = t.setdefault("run", {})
     run.pop("requests", None)
     run["horizon_s"] = float(horizon_s)
@@ -245,7 +245,7 @@ def empirical_lambda_star(table: Mapping[str, Any], *, seeds: Sequence[int] | It
         else:
             b = mid
     t = copy.deepcopy(dict(table))
-    _set_field(t, rate_field, (lo + hi) / 2)
+    set_field(t, rate_field, (lo + hi) / 2)
     theory = float(scenario_capacity(scenario_from_dict(t)).request_capacity.value)
     cap = max_in_system if isinstance(max_in_system, int) else None
     return LambdaSearch(lo=a, hi=b, lo0=float(lo), hi0=float(hi), theory_lambda_star=theory,
@@ -268,7 +268,7 @@ def policy_lambda_stars(table: Mapping[str, Any], policies: Sequence[str], *,
     rows = []
     for policy in policies:
         t = copy.deepcopy(dict(table))
-        _set_field(t, "engine.batching", str(policy))
+        set_field(t, "engine.batching", str(policy))
         s = empirical_lambda_star(t, seeds=seeds, horizon_s=horizon_s, lo=lo, hi=hi,
                                   iterations=iterations, **kwargs)
         rows.append({

@@ -413,17 +413,6 @@ def verdict(slopes: Iterable[float] | SlopeCI, completion: float | None = None, 
 # -- study --------------------------------------------------------------------------------------
 
 
-def _set_field(table: dict[str, Any], dotted: str, value: Any) -> None:
-    node = table
-    parts = dotted.split(".")
-    for depth, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(".".join(parts[:depth + 1]), child, "a table")
-        node = child
-    node[parts[-1]] = value
-
-
 def study(scenario_table: Mapping[str, Any], loads: Sequence[float], seeds: Sequence[int], *,
           base_rate: float, rate_field: str = "workload.arrival.rate_per_s",
           horizon_s: float | None = None, mean_tokens_per_request: float | None = None,
@@ -447,7 +436,7 @@ def study(scenario_table: Mapping[str, Any], loads: Sequence[float], seeds: Sequ
     Raises ConfigError if no horizon is given or there are no seeds.
     """
     from servesim.api import simulate
-    from servesim.scenario import scenario_from_dict
+    from servesim.scenario import scenario_from_dict, set_field
 
     if not seeds:
         raise ConfigError("seeds", list(seeds), "at least one seed")
@@ -455,7 +444,7 @@ def study(scenario_table: Mapping[str, Any], loads: Sequence[float], seeds: Sequ
     for load in loads:
         table = copy.deepcopy(dict(scenario_table))
         rate = float(load) * float(base_rate)
-        _set_field(table, rate_field, rate)
+        set_field(table, rate_field, rate)
         run = table.setdefault("run", {})
         if horizon_s is not None:
             run.pop("requests", None)
