@@ -156,16 +156,11 @@ class FasterTransformer(Policy):
     name = "fastertransformer"
 
     def plan(self, view: Any) -> StepPlan:
-        if self._busy(view):
+        if view.n_decoders:
             return StepPlan(min(view.n_decoders, view.budget), [])
         chunks: list = []
         _fill(view, view.budget, view.free_blocks, False, chunks)
         return StepPlan(0, chunks)
-
-    @staticmethod
-    def _busy(view: Any) -> bool:
-        """Whether a batch is under way, so nothing new may start."""
-        return view.n_decoders > 0
 
 
 class Static(FasterTransformer):
