@@ -57,7 +57,7 @@ def table(policy: str, rate: float, horizon_s: float, cap: int) -> dict[str, Any
 
 def run_unit(unit: tuple[str, float, int, int, int]) -> dict[str, Any]:
     """One (policy, load, seed) run and the per-seed statistics a study needs."""
-    from servesim.analysis.stability import _window_counts, backlog_slope
+    from servesim.analysis.stability import backlog_slope, window_counts
     from servesim.api import simulate
     from servesim.scenario import scenario_from_dict
 
@@ -66,7 +66,7 @@ def run_unit(unit: tuple[str, float, int, int, int]) -> dict[str, Any]:
     horizon = requests / rate
     res = simulate(scenario_from_dict(table(policy, rate, horizon, cap)), seed=seed)
     stopped = res.summary.get("stop_reason") == "max_in_system"
-    done, arrived = _window_counts(res.requests, horizon / 2, horizon)
+    done, arrived = window_counts(res.requests, horizon / 2, horizon)
     return {"policy": policy, "load": load, "seed": seed, "stopped": stopped,
             "w": backlog_slope(res.iterations, horizon, "backlog_tokens"),
             "n": backlog_slope(res.iterations, horizon, "in_system"),

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from servesim import simulate
-from servesim.analysis.stability import study
+from servesim.analysis.study import study
 from servesim.scenario import apply_overrides, scenario_from_dict
 from servesim.theory.capacity import CapRegion, cap_region, wc_reachable, wc_saturated_region
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from servesim.analysis.stability import study
+from servesim.analysis.study import study
 from servesim.scenario import apply_overrides, scenario_from_dict
 from servesim.theory.capacity import cap_region, wc_reachable, wc_saturated_region
 

@@ -203,3 +203,20 @@ def test_study_needs_a_horizon():
     table = {**TABLE, "run": {"requests": 10}}
     with pytest.raises(ConfigError):
         study(table, [0.5], [0], base_rate=LAM)
+
+
+def test_study_calls_a_capped_run_unstable():
+    # FasterTransformer serves about 0.557 req/s on this workload; at 5 req/s the queue grows
+    # past the cap of 50 within seconds, and the study reports the load unstable.
+    from servesim.analysis.study import study
+
+    table = {
+        "run": {"horizon_s": 100.0, "max_in_system": 50},
+        "workload": {"arrival": {"kind": "poisson", "rate_per_s": 1.0},
+                     "prompt_tokens": {"kind": "deterministic", "value": 129},
+                     "output_tokens": {"kind": "deterministic", "value": 112}},
+        "engine": {"batching": "fastertransformer", "token_budget": 512},
+    }
+    frame = study(table, [5.0], [0, 1], base_rate=1.0)
+    assert frame.state.tolist() == ["unstable"]
+    assert "run.max_in_system" in frame.evidence[0]

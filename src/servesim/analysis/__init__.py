@@ -21,11 +21,16 @@ from servesim.analysis.stability import (
     fluid_slope,
     horizon_doubling,
     slope_ci,
-    study,
     verdict,
+    window_counts,
 )
+from servesim.analysis.study import Measurements, measure, study, timed_table
 
 __all__ = [
+    "Measurements",
+    "measure",
+    "timed_table",
+    "window_counts",
     "LambdaSearch",
     "Probe",
     "empirical_lambda_star",

@@ -29,13 +29,12 @@ import pandas as pd
 
 from servesim.analysis.stability import (
     COMPLETION_EPS,
-    _window_counts,
-    backlog_slope,
     fluid_slope,
     verdict,
 )
+from servesim.analysis.study import measure, timed_table
 from servesim.core.errors import ConfigError
-from servesim.scenario import set_field
+from servesim.scenario import scenario_from_dict, set_field
 
 __all__ = [
     "LambdaSearch",
@@ -139,46 +138,29 @@ def probe_rate(table: Mapping[str, Any], rate: float, *, seeds: Sequence[int],
     ``use_fluid``, the fluid slope max(0, rate (m_p + m_d) - mu*) (valid for every policy: no
     policy sustains more than lambda*), as in ``study``.
     """
-    from servesim.api import simulate
-    from servesim.scenario import scenario_from_dict
     from servesim.theory import scenario_capacity
 
-    if not seeds:
-        raise ConfigError("seeds", list(seeds), "at least one seed")
     if not horizon_s > 0:
         raise ConfigError("horizon_s", horizon_s, "a positive number of seconds")
-    t = copy.deepcopy(dict(table))
-    set_field(t, rate_field, float(rate))
-    run = t.setdefault("run", {})
-    run.pop("requests", None)
-    run["horizon_s"] = float(horizon_s)
+    t, _ = timed_table(table, rate_field, rate, horizon_s)
     if max_in_system == "auto":
-        run["max_in_system"] = _auto_cap(rate, horizon_s)
+        t["run"]["max_in_system"] = _auto_cap(rate, horizon_s)
     elif max_in_system is not None:
-        run["max_in_system"] = int(max_in_system)
+        t["run"]["max_in_system"] = int(max_in_system)
     scenario = scenario_from_dict(t)
-    w, n, done, arrived, stopped = [], [], 0, 0, 0
-    for seed in seeds:
-        res = simulate(scenario, seed=int(seed))
-        if res.summary.get("stop_reason") == "max_in_system":
-            stopped += 1
-            break   # one stopped seed settles it
-        w.append(backlog_slope(res.iterations, horizon_s, "backlog_tokens"))
-        n.append(backlog_slope(res.iterations, horizon_s, "in_system"))
-        d, a = _window_counts(res.requests, horizon_s / 2, horizon_s)
-        done += d
-        arrived += a
-    if stopped:
+    got = measure(scenario, seeds, horizon_s)
+    if got.stopped:
         cap = scenario.run.max_in_system
-        return Probe(0, float(rate), "unstable", "unstable", stopped, math.nan, math.nan,
+        return Probe(0, float(rate), "unstable", "unstable", got.stopped, math.nan, math.nan,
                      math.nan, f"a seed stopped with more than {cap} requests in system "
                                "(run.max_in_system)")
-    completion = done / arrived if arrived else None
+    completion = got.completion
     fluid = None
     if use_fluid:
         cap = scenario_capacity(scenario)
         fluid = fluid_slope(rate, cap.mean_tokens.value, cap.token_capacity.value)
-    v = verdict(w, completion, fluid=fluid, eps=eps, confidence=confidence, n_slopes=n)
+    v = verdict(got.w_slopes, completion, fluid=fluid, eps=eps, confidence=confidence,
+                n_slopes=got.n_slopes)
     return Probe(0, float(rate), v.state, v.state, 0, v.slope.lo, v.slope.hi,
                  math.nan if completion is None else float(completion), "; ".join(v.evidence))
 
@@ -209,7 +191,6 @@ def empirical_lambda_star(table: Mapping[str, Any], *, seeds: Sequence[int] | It
     Raises ConfigError for lo >= hi, lo < 0, iterations < 1, no seeds or an unknown
     ``inconclusive``.
     """
-    from servesim.scenario import scenario_from_dict
     from servesim.theory import scenario_capacity
 
     seeds = [int(s) for s in seeds]

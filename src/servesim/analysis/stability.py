@@ -16,7 +16,6 @@ The exact rules are stated in each docstring and in ``docs/stability.md``.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,8 +43,8 @@ __all__ = [
     "horizon_doubling",
     "slope_ci",
     "step_values",
-    "study",
     "verdict",
+    "window_counts",
 ]
 
 GRID_POINTS = 1000
@@ -184,7 +183,8 @@ def completion_ratio(requests: pd.DataFrame, start_s: float = 0.0,
     return math.nan if n_arrived == 0 else float(done.sum()) / n_arrived
 
 
-def _window_counts(requests: pd.DataFrame, start_s: float, end_s: float) -> tuple[int, int]:
+def window_counts(requests: pd.DataFrame, start_s: float, end_s: float) -> tuple[int, int]:
+    """(completions, arrivals) within [start_s, end_s]; requests not yet arrived don't count."""
     arrival = requests["arrival_s"].to_numpy(dtype=float)
     finish = requests["finish_s"].to_numpy(dtype=float)
     status = requests["status"].to_numpy()
@@ -411,67 +411,3 @@ def verdict(slopes: Iterable[float] | SlopeCI, completion: float | None = None, 
 
 
 # -- study --------------------------------------------------------------------------------------
-
-
-def study(scenario_table: Mapping[str, Any], loads: Sequence[float], seeds: Sequence[int], *,
-          base_rate: float, rate_field: str = "workload.arrival.rate_per_s",
-          horizon_s: float | None = None, mean_tokens_per_request: float | None = None,
-          token_capacity: float | None = None, confidence: float = 0.99,
-          eps: float = COMPLETION_EPS) -> pd.DataFrame:
-    """Run a scenario at several loads and seeds and give a verdict per load (serially).
-
-    For each load the arrival rate ``rate_field`` is set to load * base_rate (a deep copy of
-    the table is edited), the run is time-bounded (``horizon_s`` if given, which replaces
-    ``run.requests``; otherwise the table's ``run.horizon_s``) and ``simulate`` is called once
-    per seed. Per seed: the W(t) and N(t) slopes over the second half, and the completions and
-    arrivals within the second half [H/2, H]. The verdict uses the W(t) slopes, the completion
-    ratio pooled over seeds in that window (see ``completion_ratio``: the whole-run ratio is
-    biased low by the requests in flight at the horizon), and the fluid slope when both
-    ``mean_tokens_per_request`` and ``token_capacity`` are given.
-
-    Returns a DataFrame, one row per load: load, arrival_rate, horizon_s, seeds, slope_mean,
-    slope_sd, slope_lo, slope_hi (tokens/s), n_slope_mean, n_slope_lo, n_slope_hi
-    (requests/s), fluid_slope, completion_ratio, state, evidence (lines joined by "; ").
-
-    Raises ConfigError if no horizon is given or there are no seeds.
-    """
-    from servesim.api import simulate
-    from servesim.scenario import scenario_from_dict, set_field
-
-    if not seeds:
-        raise ConfigError("seeds", list(seeds), "at least one seed")
-    rows = []
-    for load in loads:
-        table = copy.deepcopy(dict(scenario_table))
-        rate = float(load) * float(base_rate)
-        set_field(table, rate_field, rate)
-        run = table.setdefault("run", {})
-        if horizon_s is not None:
-            run.pop("requests", None)
-            run["horizon_s"] = float(horizon_s)
-        horizon = run.get("horizon_s")
-        if horizon is None:
-            raise ConfigError("run.horizon_s", None, "a horizon: study needs time-bounded runs")
-        scenario = scenario_from_dict(table)
-        w, n, done, arrived = [], [], 0, 0
-        for seed in seeds:
-            res = simulate(scenario, seed=int(seed))
-            w.append(backlog_slope(res.iterations, horizon, "backlog_tokens"))
-            n.append(backlog_slope(res.iterations, horizon, "in_system"))
-            d, a = _window_counts(res.requests, horizon / 2, horizon)
-            done += d
-            arrived += a
-        completion = done / arrived if arrived else None
-        fluid = None
-        if mean_tokens_per_request is not None and token_capacity is not None:
-            fluid = fluid_slope(rate, mean_tokens_per_request, token_capacity)
-        v = verdict(w, completion, fluid=fluid, eps=eps, confidence=confidence, n_slopes=n)
-        assert v.n_slope is not None
-        rows.append({
-            "load": float(load), "arrival_rate": rate, "horizon_s": float(horizon),
-            "seeds": len(seeds), "slope_mean": v.slope.mean, "slope_sd": v.slope.sd,
-            "slope_lo": v.slope.lo, "slope_hi": v.slope.hi, "n_slope_mean": v.n_slope.mean,
-            "n_slope_lo": v.n_slope.lo, "n_slope_hi": v.n_slope.hi, "fluid_slope": fluid,
-            "completion_ratio": completion, "state": v.state, "evidence": "; ".join(v.evidence),
-        })
-    return pd.DataFrame(rows)
