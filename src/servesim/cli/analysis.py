@@ -218,3 +218,6 @@ def stability(scenario: Path, loads: str, seeds: int, horizon_s: float,
                       f"{row.slope_mean:.4g} [{row.slope_lo:.4g}, {row.slope_hi:.4g}]",
                       f"{row.fluid_slope:.4g}", f"{row.completion_ratio:.3f}", row.state)
     Console().print(table)
+
+
+COMMANDS = [capacity, stability]

@@ -224,14 +224,21 @@ def run_cli(args: Sequence[str] | None = None) -> int:
     return rv if isinstance(rv, int) else 0
 
 
-def _register_analysis() -> None:
-    from servesim.cli.analysis import capacity, stability
-
-    cli.add_command(capacity)
-    cli.add_command(stability)
+# Each command module lists its click commands in ``COMMANDS``. Such a module imports heavy
+# libraries (plotting, executors) inside its commands, so ``servesim --help`` stays fast.
+_COMMAND_MODULES = ("analysis", "theory", "network", "experiments")
 
 
-_register_analysis()
+def _register_commands() -> None:
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        module = importlib.import_module(f"servesim.cli.{name}")
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register_commands()
 
 
 def main() -> None:

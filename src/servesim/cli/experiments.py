@@ -1,0 +1,6 @@
+"""``servesim sweep``, ``servesim query`` and ``servesim report``: sweeps, the results store and
+HTML reports."""
+
+from __future__ import annotations
+
+COMMANDS: list = []
