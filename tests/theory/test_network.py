@@ -146,3 +146,19 @@ def test_lu_kumar_single_route_is_flagged():
     fifo_like = virtual_station_check(alpha, routing, engine, tokens, RS_MU,
                                       {"S1": [1, 4], "S2": [3, 2]})
     assert fifo_like.stations == ()
+
+
+def test_traffic_equations_with_forks():
+    """A fork spawns two children per completion: lambda_child = 2 lambda_parent, and a join
+    class fed half a share from each child gets lambda_parent again (lambda = alpha + P^T lambda
+    with rows of P summing to 2)."""
+    rates = traffic_equations({"plan": 1.5, "work": 0.0, "merge": 0.0},
+                              {("plan", "work"): 2.0, ("work", "merge"): 0.5}, forks=True)
+    assert rates["work"].value == pytest.approx(3.0)
+    assert rates["merge"].value == pytest.approx(1.5)
+
+
+def test_traffic_equations_forks_must_die_out():
+    """Spawning two of yourself on every completion never empties: spectral radius 2 >= 1."""
+    with pytest.raises(ConfigError, match="spectral radius"):
+        traffic_equations({"a": 1.0}, {("a", "a"): 2.0}, forks=True)

@@ -90,7 +90,8 @@ def _value(x: float | Quantity, field: str) -> float:
 
 
 def _routing_matrix(classes: Sequence[Hashable],
-                    routing: Mapping[tuple[Hashable, Hashable], float]) -> np.ndarray:
+                    routing: Mapping[tuple[Hashable, Hashable], float],
+                    forks: bool = False) -> np.ndarray:
     index = {k: i for i, k in enumerate(classes)}
     p = np.zeros((len(classes), len(classes)))
     for key, prob in routing.items():
@@ -99,7 +100,16 @@ def _routing_matrix(classes: Sequence[Hashable],
         for end in key:
             if end not in index:
                 raise ConfigError(f"routing[{key!r}]", end, "a class listed in external_rates")
-        p[index[key[0]], index[key[1]]] = number(prob, f"routing[{key!r}]", low=0.0, high=1.0)
+        p[index[key[0]], index[key[1]]] = number(prob, f"routing[{key!r}]", low=0.0,
+                                                 high=None if forks else 1.0)
+    if forks:
+        # A fork spawns several requests per completion, so a row is an expected count, not a
+        # probability; the network still empties iff every spawn chain dies out.
+        if p.size and max(abs(np.linalg.eigvals(p))) >= 1.0 - _TOL:
+            raise ConfigError("routing", dict(routing),
+                              "spawn counts whose matrix has spectral radius < 1 "
+                              "(every task leaves)")
+        return p
     for k, row in zip(classes, p, strict=True):
         if row.sum() > 1.0 + _TOL:
             raise ConfigError(f"routing[({k!r}, *)]", float(row.sum()),
@@ -108,19 +118,22 @@ def _routing_matrix(classes: Sequence[Hashable],
 
 
 def traffic_equations(external_rates: Mapping[Hashable, float],
-                      routing: Mapping[tuple[Hashable, Hashable], float]
-                      ) -> dict[Hashable, Quantity]:
+                      routing: Mapping[tuple[Hashable, Hashable], float],
+                      forks: bool = False) -> dict[Hashable, Quantity]:
     """Return the total rate lambda_k of every class, solving lambda = alpha + P^T lambda.
 
+    With ``forks``, P[k, l] is the expected number of class-l requests a class-k completion
+    spawns (fork-join: rows may exceed 1), and P must have spectral radius below 1.
+
     Raises ConfigError if a rate is negative, a routing key names an unknown class, a probability
-    is outside [0, 1], a row of P sums to more than 1, or I - P^T is singular (a closed loop that
-    no request leaves).
+    is outside [0, 1] (without ``forks``), a row of P sums to more than 1 (without ``forks``), or
+    I - P^T is singular (a closed loop that no request leaves).
     """
     classes = list(external_rates)
     if not classes:
         raise ConfigError("external_rates", external_rates, "at least one class")
     alpha = np.array([_value(external_rates[k], f"external_rates[{k!r}]") for k in classes])
-    p = _routing_matrix(classes, routing)
+    p = _routing_matrix(classes, routing, forks)
     a = np.eye(len(classes)) - p.T
     if np.linalg.matrix_rank(a) < len(classes) or np.linalg.cond(a) > 1e12:
         raise ConfigError("routing", dict(routing),
@@ -194,8 +207,8 @@ def virtual_station_check(external_rates: Mapping[Hashable, float],
                           class_engine: Mapping[Hashable, Hashable],
                           class_tokens: Mapping[Hashable, tuple[float, float]],
                           engine_capacity_tokens_per_s: Mapping[Hashable, float],
-                          priorities: Mapping[Hashable, Sequence[Hashable]]
-                          ) -> VirtualStationReport:
+                          priorities: Mapping[Hashable, Sequence[Hashable]],
+                          forks: bool = False) -> VirtualStationReport:
     """Return the two-class virtual stations of a network with strict priorities per engine.
 
     Rule: classes h1 at engine s and h2 at engine t != s form a virtual station when h1's only
@@ -205,10 +218,10 @@ def virtual_station_check(external_rates: Mapping[Hashable, float],
     rho_h1 + rho_h2 < 1 is needed for stability. ``priorities[e]`` lists e's classes, highest
     first; an engine without an entry has no strict priorities and forms no virtual station.
 
-    Raises ConfigError as :func:`traffic_equations` and :func:`engine_loads` do, or if a priority
-    list does not hold exactly the classes at its engine.
+    ``forks`` is passed to :func:`traffic_equations`. Raises ConfigError as it and
+    :func:`engine_loads` do, or if a priority list does not hold exactly the classes at its engine.
     """
-    rates = traffic_equations(external_rates, routing)
+    rates = traffic_equations(external_rates, routing, forks)
     rho = _class_loads(rates, class_engine, class_tokens, engine_capacity_tokens_per_s)
     rank: dict[Hashable, int] = {}
     for e, order in priorities.items():

@@ -1,0 +1,154 @@
+"""Network scenario files: ``[run]`` and ``[network]`` (engines, classes, workflows) become a
+frozen ``NetworkScenario``. Every error is one line naming the dotted field, the value, what
+was expected and the closest valid name."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from servesim import scenario as _scenario
+from servesim.cluster.model import ROUTERS, EngineSpec, Network, StepClass, Workflow
+from servesim.core.errors import ConfigError
+from servesim.core.fields import check_keys, integer, number, require, table
+from servesim.core.registry import lookup
+from servesim.engine.cost import make_cost_model
+from servesim.scenario import RunConfig
+from servesim.workload.arrivals import make_arrivals
+from servesim.workload.distributions import make_token_dist
+
+__all__ = ["NetworkScenario", "load_network", "network_from_dict", "renamed"]
+
+SECTIONS = ("run", "network")
+RUN_KEYS = ("seed", "horizon_s", "warmup_s", "max_in_system")
+NETWORK_KEYS = ("engines", "classes", "workflows")
+ENGINE_EXTRA_KEYS = ("priority", "replicas", "router", "power_d")
+CLASS_KEYS = ("engine", "prompt_tokens", "output_tokens", "next", "routing", "carry_output")
+WORKFLOW_KEYS = ("arrival", "entry")
+
+
+@dataclass(frozen=True, eq=False)
+class NetworkScenario:
+    """A validated network scenario: how to run it and the network itself."""
+
+    run: RunConfig
+    network: Network
+    source: dict[str, Any] = field(default_factory=dict)
+    base_dir: Path | None = None
+
+
+def load_network(path: str | Path) -> NetworkScenario:
+    """Read and validate a network scenario file (relative paths resolve against its folder).
+
+    Raises ConfigError if the file is missing, unreadable, not TOML, or any field is invalid.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("scenario", str(path), "an existing scenario file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError("scenario", str(path), f"a readable UTF-8 TOML file ({e})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        err = ConfigError(str(path), None, "valid TOML")
+        err.args = (f"{path}: invalid TOML: {' '.join(str(e).split())}",)
+        raise err from None
+    return network_from_dict(raw, base_dir=path.resolve().parent)
+
+
+def network_from_dict(source: Mapping[str, Any], base_dir: Path | None = None) -> NetworkScenario:
+    """Validate a network scenario table (as parsed from TOML); ``source`` is not modified."""
+    source = copy.deepcopy(dict(table(source, "scenario")))
+    check_keys(source, "", SECTIONS)
+    run_spec = table(source.get("run", {}), "run")
+    check_keys(run_spec, "run", RUN_KEYS)
+    require(run_spec, "horizon_s", "run")
+    run = RunConfig(**run_spec)
+    if "network" not in source:
+        raise ConfigError("network", None, "a [network] section (the field is required)")
+    spec = table(source["network"], "network")
+    check_keys(spec, "network", NETWORK_KEYS)
+    engines = {name: _engine(name, e, base_dir)
+               for name, e in _tables(spec, "engines").items()}
+    classes = {name: _class(name, c, base_dir) for name, c in _tables(spec, "classes").items()}
+    workflows = {name: _workflow(name, w) for name, w in _tables(spec, "workflows").items()}
+    return NetworkScenario(run, Network(engines, classes, workflows), source, base_dir)
+
+
+def _tables(spec: Mapping[str, Any], key: str) -> dict[str, Mapping[str, Any]]:
+    f = f"network.{key}"
+    group = table(require(spec, key, "network"), f)
+    if not group:
+        raise ConfigError(f, {}, f"at least one [{f}.<name>] table")
+    return {name: table(value, f"{f}.{name}") for name, value in group.items()}
+
+
+def renamed(e: ConfigError, old: str, new: str) -> ConfigError:
+    """The same error with the field prefix ``old`` replaced by ``new``."""
+    name = new + e.field[len(old):] if e.field.startswith(old) else e.field
+    out = ConfigError(name, e.value, e.expected)
+    if e.suggestion is not None:
+        out.suggestion = e.suggestion
+        out.args = (f"{out.args[0]}; did you mean {e.suggestion!r}?",)
+    return out
+
+
+def _names(value: Any, field_name: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(field_name, value, "a list of class names")
+    return tuple(value)
+
+
+def _engine(name: str, spec: Mapping[str, Any], base_dir: Path | None) -> EngineSpec:
+    f = f"network.engines.{name}"
+    check_keys(spec, f, (*_scenario.ENGINE_KEYS, *ENGINE_EXTRA_KEYS))
+    cost = make_cost_model(spec.get("cost", _scenario.DEFAULT_COST), f"{f}.cost", base_dir)
+    plain = {k: v for k, v in spec.items() if k not in ENGINE_EXTRA_KEYS}
+    try:
+        config = _scenario._engine(plain, cost)
+    except ConfigError as e:
+        raise renamed(e, "engine", f) from None
+    router = spec.get("router", "round_robin")
+    lookup(dict.fromkeys(ROUTERS), router, f"{f}.router")
+    return EngineSpec(name, config, cost,
+                      priority=_names(spec.get("priority", []), f"{f}.priority"),
+                      replicas=integer(spec.get("replicas", 1), f"{f}.replicas", low=1),
+                      router=router,
+                      power_d=integer(spec.get("power_d", 2), f"{f}.power_d", low=1))
+
+
+def _class(name: str, spec: Mapping[str, Any], base_dir: Path | None) -> StepClass:
+    f = f"network.classes.{name}"
+    check_keys(spec, f, CLASS_KEYS)
+    engine = require(spec, "engine", f)
+    if not isinstance(engine, str):
+        raise ConfigError(f"{f}.engine", engine, "an engine name")
+    routing = table(spec.get("routing", {}), f"{f}.routing")
+    probs = tuple((k, number(p, f"{f}.routing.{k}", low=0, high=1)) for k, p in routing.items())
+    carry = spec.get("carry_output", False)
+    if not isinstance(carry, bool):
+        raise ConfigError(f"{f}.carry_output", carry, "true or false")
+    return StepClass(name, engine,
+                     make_token_dist(require(spec, "prompt_tokens", f), f"{f}.prompt_tokens",
+                                     base_dir),
+                     make_token_dist(require(spec, "output_tokens", f), f"{f}.output_tokens",
+                                     base_dir),
+                     next=_names(spec.get("next", []), f"{f}.next"), routing=probs,
+                     carry_output=carry)
+
+
+def _workflow(name: str, spec: Mapping[str, Any]) -> Workflow:
+    f = f"network.workflows.{name}"
+    check_keys(spec, f, WORKFLOW_KEYS)
+    entry = _names(require(spec, "entry", f), f"{f}.entry")
+    if not entry:
+        raise ConfigError(f"{f}.entry", [], "at least one class")
+    return Workflow(name, make_arrivals(require(spec, "arrival", f), f"{f}.arrival"), entry)
