@@ -24,7 +24,7 @@ from typing import Any
 
 from servesim.core.errors import ConfigError
 from servesim.core.fields import check_keys, integer, number, table
-from servesim.engine.config import EngineConfig, KVConfig
+from servesim.engine.config import WAIT_SYSTEMS, EngineConfig, KVConfig, WaitConfig
 from servesim.engine.cost import CostModel, Roofline, make_cost_model
 from servesim.engine.hardware import ModelSpec, gpu_preset, kv_capacity_blocks, model_preset
 from servesim.workload.build import Workload, build_workload
@@ -41,7 +41,8 @@ __all__ = [
 SECTIONS = ("run", "workload", "engine", "slo")
 RUN_KEYS = ("seed", "requests", "horizon_s", "warmup_s", "max_time_s", "max_in_system")
 ENGINE_KEYS = ("batching", "token_budget", "max_batch_size", "chunk_tokens", "max_model_len",
-               "kv", "cost")
+               "kv", "cost", "wait")
+WAIT_KEYS = ("thresholds", "memory_budget", "segments")
 KV_KEYS = ("block_tokens", "blocks", "watermark", "preemption", "victim", "host_blocks",
            "swap_bytes_per_s", "block_bytes", "gpu_memory_utilization", "model", "gpu",
            "num_gpus")
@@ -272,7 +273,28 @@ def _engine(spec: Mapping[str, Any], cost: CostModel) -> EngineConfig:
         if key in spec:
             kwargs[key] = integer(spec[key], f"engine.{key}")
     kwargs["kv"] = _kv(spec.get("kv", {}), cost)
+    if "wait" in spec:
+        kwargs["wait"] = _wait(spec["wait"], kwargs.get("batching", EngineConfig.batching))
     return EngineConfig(**kwargs)
+
+
+def _wait(spec: Any, batching: str) -> WaitConfig:
+    """Build the WaitConfig of the WAIT systems; the table means nothing to the others."""
+    field = "engine.wait"
+    spec = table(spec, field)
+    if batching not in WAIT_SYSTEMS:
+        raise ConfigError(field, dict(spec), "nothing here: [engine.wait] applies to batching "
+                          "= " + " or ".join(f'"{b}"' for b in WAIT_SYSTEMS))
+    check_keys(spec, field, WAIT_KEYS)
+    kwargs: dict[str, Any] = {}
+    if "thresholds" in spec:
+        kwargs["thresholds"] = spec["thresholds"]
+    if "memory_budget" in spec:
+        kwargs["memory_budget"] = number(spec["memory_budget"], f"{field}.memory_budget",
+                                         low=0, low_open=True)
+    if "segments" in spec:
+        kwargs["segments"] = spec["segments"]
+    return WaitConfig(**kwargs)
 
 
 def _kv(spec: Any, cost: CostModel) -> KVConfig:

@@ -15,6 +15,7 @@ from servesim.theory.fluid import (
     SOURCE,
     PromptType,
     memory_time_bound,
+    nested_wait_fluid,
     wait_fluid,
     wait_thresholds,
 )
@@ -119,3 +120,62 @@ def test_invalid_inputs_name_the_field(call, field):
     with pytest.raises(ConfigError) as info:
         call()
     assert info.value.field == field
+
+
+# Nested WAIT: lambda = 2/s, l = 10, D uniform on {2, 4, 8, 8}, one boundary a_1 = 4.
+NESTED = dict(rate_per_s=2.0, prefill_tokens=10, output_tokens=[2, 4, 8, 8], d0_s=D0, d1_s=D1,
+              segments=[4])
+
+
+def test_nested_segment_flows_by_hand():
+    """lambda_s = lambda*P(D > a_(s-1)): 2, 1; L_s = E[min(D, a_s) - a_(s-1) | D > a_(s-1)]
+    (+1 in segment 1): (2+4+4+4)/4 + 1 = 4.5, (4+4)/2 = 4; S_s = lambda*E[sum_{k in s, k<=D}
+    (l+k)]: segment 1 sums stages 0..min(D,4): 33, 60, 60, 60 -> 2*53.25 = 106.5; segment 2
+    stages 5..D: 0, 0, 66, 66 -> 2*33 = 66. Thresholds n_s = B*rho_s/L_s with B = 60,
+    rho = (2/3, 1/3): 8.89 and 5."""
+    f = nested_wait_fluid(**NESTED, batch_tokens_B=60)
+    one, two = f.segments
+    assert (one.rate.value, two.rate.value) == pytest.approx((2.0, 1.0))
+    assert (one.share.value, two.share.value) == pytest.approx((2 / 3, 1 / 3))
+    assert (one.iterations.value, two.iterations.value) == pytest.approx((4.5, 4.0))
+    assert (one.work.value, two.work.value) == pytest.approx((106.5, 66.0))
+    assert (one.threshold.value, two.threshold.value) == pytest.approx((60 * 2 / 3 / 4.5, 5.0))
+    assert (one.lower_tokens, one.upper_tokens, two.upper_tokens) == (0, 4, math.inf)
+
+
+def test_nested_work_sums_to_the_wait_equilibrium():
+    """sum_s S_s = S = lambda*E[(D+1)(l + D/2)] = 2*(33 + 60 + 126 + 126)/4 = 172.5, whatever
+    the segments; M* = d0*S/(1 - d1*S), tau* = d0/(1 - d1*S), throughput lambda*(E[D] + 1)."""
+    for segments in ([], [4], [1, 3, 7], [100]):
+        f = nested_wait_fluid(**(NESTED | {"segments": segments}))
+        assert sum(s.work.value for s in f.segments) == pytest.approx(172.5, rel=1e-12)
+        assert f.fluid.work.value == pytest.approx(172.5, rel=1e-12)
+    s = 172.5
+    assert f.fluid.kv_tokens_in_use.value == pytest.approx(D0 * s / (1 - D1 * s))
+    assert f.fluid.iteration_time.value == pytest.approx(D0 / (1 - D1 * s))
+    assert f.fluid.throughput.value == pytest.approx(2.0 * (5.5 + 1))
+    assert f.stable
+
+
+def test_nested_agrees_with_the_policy_practical_rule():
+    """The engine's Nested WAIT practical thresholds use the same rho_s and L_s."""
+    from servesim.policies.wait import practical_thresholds, segment_shares
+
+    shares, iters = segment_shares([2, 4, 8, 8], [4])
+    f = nested_wait_fluid(**NESTED, batch_tokens_B=60)
+    assert practical_thresholds(shares, iters, 60) == pytest.approx(
+        [s.threshold.value for s in f.segments])
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(output_tokens=[]), "output_tokens"),
+    (dict(output_tokens=[0, 2]), "output_tokens"),
+    (dict(output_probs=[0.5, 0.5]), "output_probs"),
+    (dict(segments=[4, 4]), "segments"),
+    (dict(batch_tokens_B=0), "batch_tokens_B"),
+    (dict(d0_s=0.0), "d0_s"),
+])
+def test_nested_validation(kwargs, field):
+    with pytest.raises(ConfigError) as e:
+        nested_wait_fluid(**(NESTED | kwargs))
+    assert e.value.field == field

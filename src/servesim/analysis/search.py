@@ -25,7 +25,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from servesim.analysis.stability import (
     COMPLETION_EPS,
@@ -37,9 +39,11 @@ from servesim.core.errors import ConfigError
 from servesim.scenario import scenario_from_dict, set_field
 
 __all__ = [
+    "LambdaInterval",
     "LambdaSearch",
     "Probe",
     "empirical_lambda_star",
+    "lambda_star_interval",
     "policy_lambda_stars",
     "probe_rate",
 ]
@@ -98,6 +102,7 @@ class LambdaSearch:
     inconclusive: str
     ends_ok: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    interval: LambdaInterval | None = None
 
     @property
     def estimate(self) -> float:
@@ -116,6 +121,32 @@ class LambdaSearch:
     def to_frame(self) -> pd.DataFrame:
         """The probes as a DataFrame, one row per evaluated rate."""
         return pd.DataFrame([vars(p) for p in self.probes])
+
+
+@dataclass(frozen=True)
+class LambdaInterval:
+    """A confidence interval for the empirical lambda* from per-seed bisections.
+
+    Attributes:
+        per_seed: each seed's boundary estimate, the midpoint of its final bracket, req/s.
+        mean: their mean, req/s.
+        lo, hi: mean -/+ t_(n-1, (1+confidence)/2) * sd/sqrt(n) -/+ resolution/2, req/s,
+            clipped to the searched range; with one seed (or no spread) only the resolution is
+            left.
+        confidence: the level of the t-interval.
+        resolution: the per-seed bracket width, (hi0 - lo0) / 2**iterations, req/s.
+    """
+
+    per_seed: list[float]
+    mean: float
+    lo: float
+    hi: float
+    confidence: float
+    resolution: float
+
+    def contains(self, rate: float) -> bool:
+        """True iff lo <= rate <= hi."""
+        return self.lo <= rate <= self.hi
 
 
 def _auto_cap(rate: float, horizon_s: float) -> int:
@@ -176,7 +207,8 @@ def empirical_lambda_star(table: Mapping[str, Any], *, seeds: Sequence[int] | It
                           confidence: float = 0.99, eps: float = COMPLETION_EPS,
                           max_in_system: int | str | None = "auto",
                           inconclusive: str = "unstable", check_ends: bool = False,
-                          use_fluid: bool = True) -> LambdaSearch:
+                          use_fluid: bool = True, interval: bool = False,
+                          interval_confidence: float = 0.95) -> LambdaSearch:
     """Bisect the arrival rate for the empirical lambda* of the scenario ``table``.
 
     Start from [lo, hi] (lo expected stable, hi unstable). For ``iterations`` steps, probe
@@ -186,7 +218,9 @@ def empirical_lambda_star(table: Mapping[str, Any], *, seeds: Sequence[int] | It
     lower bound; "stable" gives the optimistic reading). With ``check_ends`` the starting lo
     and hi are probed first and ``ends_ok`` says whether they were stable / unstable (the
     bisection runs regardless). The theoretical lambda* (``scenario_capacity`` of the table at
-    its first midpoint) is returned for comparison.
+    its first midpoint) is returned for comparison. With ``interval`` the result also carries
+    ``lambda_star_interval`` over the same seeds, range and iterations (at
+    ``interval_confidence``), which doubles the number of runs.
 
     Raises ConfigError for lo >= hi, lo < 0, iterations < 1, no seeds or an unknown
     ``inconclusive``.
@@ -229,10 +263,82 @@ def empirical_lambda_star(table: Mapping[str, Any], *, seeds: Sequence[int] | It
     set_field(t, rate_field, (lo + hi) / 2)
     theory = float(scenario_capacity(scenario_from_dict(t)).request_capacity.value)
     cap = max_in_system if isinstance(max_in_system, int) else None
+    ci = lambda_star_interval(table, seeds=seeds, horizon_s=horizon_s, lo=lo, hi=hi,
+                              iterations=iterations, rate_field=rate_field,
+                              confidence=interval_confidence, eps=eps,
+                              max_in_system=max_in_system) if interval else None
     return LambdaSearch(lo=a, hi=b, lo0=float(lo), hi0=float(hi), theory_lambda_star=theory,
                         probes=probes, seeds=len(seeds), horizon_s=float(horizon_s),
                         max_in_system=cap, confidence=confidence, inconclusive=inconclusive,
-                        ends_ok=ends_ok)
+                        ends_ok=ends_ok, interval=ci)
+
+
+def _seed_state(table: Mapping[str, Any], rate: float, seed: int, horizon_s: float,
+                rate_field: str, max_in_system: int | str | None, eps: float) -> str:
+    """One seed's verdict at ``rate``: unstable if stopped by ``run.max_in_system`` or if its
+    completions over [H/2, H] fall short of its arrivals by more than eps; else stable."""
+    t, _ = timed_table(table, rate_field, rate, horizon_s)
+    if max_in_system == "auto":
+        t["run"]["max_in_system"] = _auto_cap(rate, horizon_s)
+    elif max_in_system is not None:
+        t["run"]["max_in_system"] = int(max_in_system)
+    got = measure(scenario_from_dict(t), [seed], horizon_s)
+    if got.stopped:
+        return "unstable"
+    c = got.completion
+    return "unstable" if c is not None and c < 1 - eps else "stable"
+
+
+def lambda_star_interval(table: Mapping[str, Any], *, seeds: Sequence[int] | Iterable[int],
+                         horizon_s: float, lo: float, hi: float, iterations: int = 6,
+                         rate_field: str = "workload.arrival.rate_per_s",
+                         confidence: float = 0.95, eps: float = COMPLETION_EPS,
+                         max_in_system: int | str | None = "auto") -> LambdaInterval:
+    """A confidence interval for the empirical lambda*: bisect each seed separately, then a
+    t-interval over the per-seed boundaries, widened by half the per-seed resolution and
+    clipped to [lo, hi].
+
+    A seed's verdict at a rate uses that run alone (``_seed_state``): stopped by
+    ``max_in_system``, or second-half completion ratio < 1 - eps, means unstable. The same seed
+    at every rate draws from the same random streams, so its verdicts are coupled and its
+    boundary is well defined; the seeds are independent replications of it.
+
+    Raises ConfigError for lo >= hi, lo < 0, iterations < 1, no seeds or a confidence outside
+    (0, 1).
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ConfigError("seeds", seeds, "at least one seed")
+    if not 0 <= lo < hi:
+        raise ConfigError("lo", (lo, hi), "0 <= lo < hi")
+    if iterations < 1:
+        raise ConfigError("iterations", iterations, "an integer >= 1")
+    if not 0 < confidence < 1:
+        raise ConfigError("confidence", confidence, "a number in (0, 1)")
+    if not horizon_s > 0:
+        raise ConfigError("horizon_s", horizon_s, "a positive number of seconds")
+    per_seed = []
+    for seed in seeds:
+        a, b = float(lo), float(hi)
+        for _ in range(iterations):
+            mid = (a + b) / 2
+            if _seed_state(table, mid, seed, horizon_s, rate_field, max_in_system,
+                           eps) == "stable":
+                a = mid
+            else:
+                b = mid
+        per_seed.append((a + b) / 2)
+    resolution = (hi - lo) / 2 ** iterations
+    x = np.asarray(per_seed)
+    mean = float(x.mean())
+    half = 0.0
+    if len(x) > 1:
+        half = float(stats.t.ppf((1 + confidence) / 2, len(x) - 1) * x.std(ddof=1)
+                     / math.sqrt(len(x)))
+    half += resolution / 2
+    # The search cannot speak outside [lo, hi]: few seeds give a t-interval wider than that.
+    return LambdaInterval(per_seed, mean, max(float(lo), mean - half),
+                          min(float(hi), mean + half), confidence, resolution)
 
 
 def policy_lambda_stars(table: Mapping[str, Any], policies: Sequence[str], *,
@@ -243,13 +349,14 @@ def policy_lambda_stars(table: Mapping[str, Any], policies: Sequence[str], *,
     Returns a DataFrame, one row per policy: policy, lo, hi (the empirical bracket, req/s),
     estimate ((lo + hi)/2), theory_lambda_star (work-conserving lambda* = mu*/(m_p + m_d)),
     ratio (estimate / theory_lambda_star), probes (rates evaluated), inconclusive (how many were
-    inconclusive), stopped (how many were stopped by ``run.max_in_system``). Extra keyword
-    arguments go to ``empirical_lambda_star``.
+    inconclusive), stopped (how many were stopped by ``run.max_in_system``); with
+    ``interval=True`` also ci_lo, ci_mean, ci_hi (``lambda_star_interval``). Extra keyword
+    arguments go to ``empirical_lambda_star``. The table's ``[engine.wait]`` parameters are
+    dropped for the systems that do not take them (segments for all but Nested WAIT).
     """
     rows = []
     for policy in policies:
-        t = copy.deepcopy(dict(table))
-        set_field(t, "engine.batching", str(policy))
+        t = _for_policy(table, str(policy))
         s = empirical_lambda_star(t, seeds=seeds, horizon_s=horizon_s, lo=lo, hi=hi,
                                   iterations=iterations, **kwargs)
         rows.append({
@@ -260,4 +367,22 @@ def policy_lambda_stars(table: Mapping[str, Any], policies: Sequence[str], *,
             "inconclusive": sum(p.state == "inconclusive" for p in s.probes),
             "stopped": sum(p.stopped > 0 for p in s.probes),
         })
+        if s.interval is not None:
+            rows[-1].update(ci_lo=s.interval.lo, ci_mean=s.interval.mean, ci_hi=s.interval.hi)
     return pd.DataFrame(rows)
+
+
+def _for_policy(table: Mapping[str, Any], policy: str) -> dict[str, Any]:
+    """A copy of ``table`` with ``engine.batching`` = policy and the WAIT parameters it
+    cannot take removed."""
+    from servesim.engine.config import WAIT_SYSTEMS
+
+    t = copy.deepcopy(dict(table))
+    set_field(t, "engine.batching", policy)
+    wait = t["engine"].get("wait")
+    if isinstance(wait, dict):
+        if policy not in WAIT_SYSTEMS:
+            del t["engine"]["wait"]
+        elif policy != "nested_wait":
+            wait.pop("segments", None)
+    return t

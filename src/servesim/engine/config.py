@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 from servesim.core.errors import ConfigError
 
-BATCHING = ("static", "fastertransformer", "vllm", "orca", "sarathi", "greedy")
+BATCHING = ("static", "fastertransformer", "vllm", "orca", "sarathi", "greedy", "wait",
+            "nested_wait")
+# Systems that take the WaitConfig parameters and may split prefills across iterations.
+WAIT_SYSTEMS = ("wait", "nested_wait")
 VICTIMS = ("newest", "most_blocks", "fewest_blocks")
 PREEMPTION = ("recompute", "swap")
 
@@ -66,6 +69,61 @@ class KVConfig:
 
 
 @dataclass(frozen=True)
+class WaitConfig:
+    """Parameters of the WAIT and Nested WAIT policies (``[engine.wait]``).
+
+    Attributes:
+        thresholds: "practical" (n = B*rho/(iterations in the group), see
+            ``servesim.policies.wait``) or explicit thresholds, one per request class (WAIT) or
+            per segment (Nested WAIT), each a number > 0 (rounded down to whole requests, at
+            least 1).
+        memory_budget: B of the practical rule: the requests the fluid batch holds at once,
+            summed over all stages. None derives it from the KV cache: the B whose fluid batch
+            fills the cache on average.
+        segments: Nested WAIT only: increasing segment boundaries in output tokens; segment s
+            holds requests with a_(s-1) <= generated < a_s (a_0 = 0, the last is unbounded).
+    """
+
+    thresholds: str | tuple[float, ...] = "practical"
+    memory_budget: float | None = None
+    segments: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        field = "engine.wait.thresholds"
+        if isinstance(self.thresholds, str):
+            if self.thresholds != "practical":
+                raise ConfigError(field, self.thresholds,
+                                  "\"practical\" or a list of numbers > 0",
+                                  choices=("practical",))
+        else:
+            values = _sequence(self.thresholds, field)
+            if not values or any(not _positive(v) for v in values):
+                raise ConfigError(field, self.thresholds,
+                                  "\"practical\" or a non-empty list of numbers > 0")
+            set_(self, "thresholds", tuple(float(v) for v in values))
+        if self.memory_budget is not None and not _positive(self.memory_budget):
+            raise ConfigError("engine.wait.memory_budget", self.memory_budget, "a number > 0")
+        seg = _sequence(self.segments, "engine.wait.segments")
+        if any(isinstance(a, bool) or not isinstance(a, int) or a < 1 for a in seg) or \
+                any(b <= a for a, b in zip(seg, seg[1:], strict=False)):
+            raise ConfigError("engine.wait.segments", self.segments,
+                              "strictly increasing integers >= 1 (output tokens)")
+        set_(self, "segments", tuple(seg))
+
+
+def _sequence(value, field: str) -> list:
+    if isinstance(value, str) or not hasattr(value, "__iter__"):
+        raise ConfigError(field, value, "a list")
+    return list(value)
+
+
+def _positive(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and value > 0 \
+        and value != float("inf")
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     """One replica's batching rule and limits (the cost model is passed beside it).
 
@@ -82,6 +140,7 @@ class EngineConfig:
             if that exceeds the budget it runs alone in an oversized iteration (vLLM avoids
             this by requiring token_budget >= max_model_len).
         kv: the KV cache.
+        wait: parameters of the WAIT / Nested WAIT systems (ignored by the others).
     """
 
     batching: str = "sarathi"
@@ -90,6 +149,7 @@ class EngineConfig:
     chunk_tokens: int | None = None
     max_model_len: int | None = None
     kv: KVConfig = KVConfig()
+    wait: WaitConfig = WaitConfig()
 
     def __post_init__(self) -> None:
         if self.batching not in BATCHING:
@@ -104,6 +164,14 @@ class EngineConfig:
         if self.max_model_len is not None and self.max_model_len < 2:
             raise ConfigError("engine.max_model_len", self.max_model_len, "an integer >= 2")
         self._check_capacity()
+        self._check_wait()
+
+    def _check_wait(self) -> None:
+        """Segments belong to Nested WAIT; explicit thresholds are checked against the classes
+        when the run starts (the config does not know them)."""
+        if self.wait.segments and self.batching != "nested_wait":
+            raise ConfigError("engine.wait.segments", list(self.wait.segments),
+                              "nothing here: segments apply to batching = \"nested_wait\"")
 
     def _check_capacity(self) -> None:
         """Refuse a KV cache too small for the longest admissible request."""
@@ -121,7 +189,7 @@ class EngineConfig:
     @property
     def chunks(self) -> bool:
         """Whether this batching system may split a prefill across iterations."""
-        return self.batching in ("orca", "sarathi", "greedy")
+        return self.batching in ("orca", "sarathi", "greedy", *WAIT_SYSTEMS)
 
     @property
     def chunk_limit(self) -> int:

@@ -59,6 +59,9 @@ class ReferenceStepper:
         self.cfg = config
         self.cost = cost
         self.policy = make_policy(config.batching)
+        prepare = getattr(self.policy, "prepare", None)
+        if prepare is not None:
+            prepare(config, requests)
         kv = config.kv
         self.budget = config.token_budget
         self.max_batch = config.max_batch_size
@@ -170,7 +173,7 @@ class ReferenceStepper:
         plan = self._plan_with_preemption()
         if plan is None:
             return None
-        decoders = self.decoders[: plan.decode]
+        decoders = self._plan_decoders(plan)
         ctx = sum(r.computed for r in decoders)
         prefill = sum(x for _, x in plan.chunks)
         dur = self.cost.iteration_s(prefill, len(decoders) + plan.padding, ctx) + self.swap_s
@@ -196,11 +199,22 @@ class ReferenceStepper:
             empty = plan.decode == 0 and not plan.chunks
             if empty and not self.running:
                 return None
-            fits = self._need(self.decoders[: plan.decode]) + self._chunk_blocks(plan) \
+            fits = self._need(self._plan_decoders(plan)) + self._chunk_blocks(plan) \
                 <= self.free_blocks
             if fits and not empty:
                 return plan
             self._preempt(self._victim())
+
+    def _plan_decoders(self, plan) -> list[_Req]:
+        """The decoders that take a token: the plan's explicit list, else the oldest ``decode``."""
+        named = getattr(plan, "decoders", None)
+        if named is None:
+            return self.decoders[: plan.decode]
+        chosen = list(named)
+        if len({id(r) for r in chosen}) != len(chosen) or \
+                any(r.status != Status.RUNNING or r.need > 0 for r in chosen):
+            raise SimulationError("plan names a decoder that is not a distinct running decoder")
+        return chosen
 
     def _chunk_blocks(self, plan) -> int:
         B = self.block_tokens

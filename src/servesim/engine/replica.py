@@ -38,7 +38,7 @@ from servesim.engine.state import (
     iteration_frame,
 )
 from servesim.engine.token_times import token_times
-from servesim.policies.batching import make_policy
+from servesim.policies.batching import make_policy, policy_class
 from servesim.workload.requests import Requests
 
 _PROGRESS_EVERY = 4096
@@ -604,7 +604,9 @@ def run_engine(requests: Requests, config: EngineConfig, cost, *, until_s: float
 
     Args:
         until_s: no iteration starts at or after this time, seconds (None: until all finish).
-        stepper: "fast" (the replica) or "reference" (the plain step loop).
+        stepper: "fast" (the replica) or "reference" (the plain step loop). Policies that name
+            explicit decoder subsets (``explicit_decoders``: WAIT, Nested WAIT) always run on
+            the reference loop.
         start_decoding: requests that enter at their arrival with the prefill already done.
         record_batches: keep each iteration's (request, phase, tokens) list (slow; for tests).
         check_invariants: verify the fast replica's aggregates after every iteration (slow).
@@ -616,7 +618,12 @@ def run_engine(requests: Requests, config: EngineConfig, cost, *, until_s: float
     """
     from servesim.core.registry import lookup
 
-    engine = lookup(STEPPERS, stepper, "stepper")(requests, config, cost, record_batches)
+    cls = lookup(STEPPERS, stepper, "stepper")
+    if cls is Replica and policy_class(config.batching).explicit_decoders:
+        # The fast replica skips through repeated "oldest k decoders" plans; a policy that
+        # names its decoders runs on the reference loop, which honours any subset.
+        cls = ReferenceStepper
+    engine = cls(requests, config, cost, record_batches)
     for i in start_decoding:
         engine.start_decoding(i)
     engine.check = check_invariants

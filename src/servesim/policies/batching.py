@@ -13,6 +13,11 @@ itself, read-only by contract):
 A plan names only what changes: how many decoders take a token (the oldest ``decode`` of them in
 admission order) and the prefill chunks, where a chunk of a waiting request admits it. So a
 decode-only stretch is one plan that repeats, which is what lets the engine skip through it.
+
+A policy that decodes an arbitrary subset (WAIT) names its decoders explicitly in the plan and
+declares ``explicit_decoders = True``; only the reference stepper runs it (``run_engine`` picks
+it). Such a policy may also need the run's request specs before the first plan: ``prepare`` is
+called once with the config and the ``Requests``.
 """
 
 from __future__ import annotations
@@ -25,14 +30,20 @@ from servesim.core.registry import lookup
 
 class StepPlan:
     """One iteration: ``decode`` decoders take a token; ``chunks`` are (request, tokens) pairs;
-    ``padding`` decode slots are computed for nothing (static batching) and only cost time."""
+    ``padding`` decode slots are computed for nothing (static batching) and only cost time.
 
-    __slots__ = ("decode", "chunks", "padding")
+    ``decoders`` (default None: the oldest ``decode`` decoders in admission order) names the
+    decoding requests that take a token explicitly; then ``decode`` is its length.
+    """
 
-    def __init__(self, decode: int, chunks: list[tuple[Any, int]], padding: int = 0) -> None:
-        self.decode = decode
+    __slots__ = ("decode", "chunks", "padding", "decoders")
+
+    def __init__(self, decode: int, chunks: list[tuple[Any, int]], padding: int = 0,
+                 decoders: list[Any] | None = None) -> None:
+        self.decode = decode if decoders is None else len(decoders)
         self.chunks = chunks
         self.padding = padding
+        self.decoders = decoders
 
     def __repr__(self) -> str:
         return f"StepPlan(decode={self.decode}, chunks={[(r.id, x) for r, x in self.chunks]})"
@@ -103,6 +114,12 @@ class Policy:
 
     name = "policy"
     chunked = False
+    # True for a policy whose plans name an explicit subset of decoders: the fast replica
+    # cannot skip through such plans, so run_engine runs it on the reference stepper.
+    explicit_decoders = False
+
+    def prepare(self, config: Any, requests: Any) -> None:
+        """Read what the policy needs from the run before the first plan (default: nothing)."""
 
     def plan(self, view: Any) -> StepPlan:  # pragma: no cover - interface
         raise NotImplementedError
@@ -215,6 +232,20 @@ POLICIES: dict[str, Callable[[], Policy]] = {
 }
 
 
+def _wait_policies() -> None:
+    # wait.py builds on this module, so its policies join the registry after both load.
+    from servesim.policies.wait import NestedWait, Wait
+
+    POLICIES.setdefault("wait", Wait)
+    POLICIES.setdefault("nested_wait", NestedWait)
+
+
 def make_policy(name: str, field: str = "engine.batching") -> Policy:
     """Return a fresh policy by name; raises ConfigError with the closest name if unknown."""
-    return lookup(POLICIES, name, field)()
+    return policy_class(name, field)()
+
+
+def policy_class(name: str, field: str = "engine.batching") -> Callable[[], Policy]:
+    """The policy class registered under ``name``; raises ConfigError if unknown."""
+    _wait_policies()
+    return lookup(POLICIES, name, field)

@@ -10,6 +10,7 @@ docs/theory_fluid.md.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,10 +23,13 @@ SOURCE = ("Ao, Luo, Simchi-Levi, Wang 2025, 'Optimizing LLM Inference: Fluid-Gui
 
 __all__ = [
     "MemoryTimeBound",
+    "NestedSegment",
+    "NestedWaitFluid",
     "PromptType",
     "SOURCE",
     "WaitFluid",
     "memory_time_bound",
+    "nested_wait_fluid",
     "wait_fluid",
     "wait_thresholds",
 ]
@@ -185,3 +189,121 @@ def wait_thresholds(types: Sequence[PromptType], batch_tokens_B: float) -> tuple
                  "n_j = B*rho_j/(l'_j+1), rho_j = lambda_j/sum(lambda)")
         for j, t in enumerate(types)
     )
+
+
+# -- Nested WAIT ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NestedSegment:
+    """One segment of Nested WAIT: output progress [lower, upper) tokens generated."""
+
+    lower_tokens: int
+    upper_tokens: float
+    rate: Quantity
+    share: Quantity
+    iterations: Quantity
+    work: Quantity
+    threshold: Quantity | None
+
+    def quantities(self) -> tuple[Quantity, ...]:
+        extra = () if self.threshold is None else (self.threshold,)
+        return (self.rate, self.share, self.iterations, self.work, *extra)
+
+
+@dataclass(frozen=True, slots=True)
+class NestedWaitFluid:
+    """Per-segment flows of Nested WAIT and the fluid equilibrium of the whole engine."""
+
+    segments: tuple[NestedSegment, ...]
+    fluid: WaitFluid
+
+    @property
+    def stable(self) -> bool:
+        return self.fluid.stable
+
+
+def _pmf(values: Sequence[float], probs: Sequence[float] | None) -> tuple[list, list]:
+    vals = [float(v) for v in values]
+    if not vals:
+        raise ConfigError("output_tokens", list(values), "at least one output length")
+    for v in vals:
+        if v < 1 or v != int(v):
+            raise ConfigError("output_tokens", v, "whole output lengths >= 1")
+    if probs is None:
+        return vals, [1.0 / len(vals)] * len(vals)
+    ps = [number(p, "output_probs", low=0.0) for p in probs]
+    if len(ps) != len(vals) or not math.isclose(sum(ps), 1.0, rel_tol=1e-9):
+        raise ConfigError("output_probs", list(probs),
+                          f"{len(vals)} probabilities summing to 1, one per output length")
+    return vals, ps
+
+
+def _stage_kv(l_tok: float, first: float, last: float) -> float:
+    # KV summed over stages k = first..last, stage k holding l + k tokens.
+    n = last - first + 1
+    return n * l_tok + (first + last) * n / 2 if n > 0 else 0.0
+
+
+def nested_wait_fluid(rate_per_s: float, prefill_tokens: float, output_tokens: Sequence[float],
+                      d0_s: float, d1_s: float, segments: Sequence[int] = (),
+                      output_probs: Sequence[float] | None = None,
+                      batch_tokens_B: float | None = None) -> NestedWaitFluid:
+    """Fluid flows of Nested WAIT for one prompt stream with unknown output lengths D.
+
+    ``output_tokens`` (with ``output_probs``; default equally likely, i.e. a sample) is the
+    distribution of D; ``segments`` the boundaries a_1 < a_2 < ... (a_0 = 0). Stage k = 0..D
+    holds l + k KV tokens (stage 0 is the prefill); segment s holds stages a_(s-1)+1..a_s, and
+    segment 1 also stage 0. Per segment:
+
+    - rate lambda_s = lambda*P(D > a_(s-1)) (requests/s entering it);
+    - share rho_s = P(D > a_(s-1)) / sum_s P(D > a_(s-1));
+    - iterations L_s = E[min(D, a_s) - a_(s-1) | D > a_(s-1)] (+1 in segment 1);
+    - work S_s = lambda*E[sum of l + k over the request's stages in s];
+    - with ``batch_tokens_B``, the threshold n_s = B*rho_s/L_s (the analogue of WAIT's).
+
+    The segments partition each request's stages, so sum_s S_s = lambda*E[(D+1)(l + D/2)] = S,
+    and the equilibrium is WAIT's with one type per output length: M* = d0*S/(1 - d1*S),
+    tau* = d0/(1 - d1*S), throughput lambda*(E[D] + 1). Not covered: the requests that wait at
+    segment entries for a threshold to fill (they hold KV without progressing), which a fluid
+    with thresholds of order one neglects.
+
+    Raises ConfigError for a negative rate or prefill, a bad distribution, bad segments, d0_s
+    <= 0, d1_s < 0 or batch_tokens_B <= 0.
+    """
+    lam = number(rate_per_s, "rate_per_s", low=0.0)
+    l_tok = number(prefill_tokens, "prefill_tokens", low=0.0)
+    vals, ps = _pmf(output_tokens, output_probs)
+    bounds = [int(a) for a in segments]
+    if any(a < 1 for a in bounds) or any(b <= a for a, b in zip(bounds, bounds[1:],
+                                                                 strict=False)):
+        raise ConfigError("segments", list(segments), "strictly increasing integers >= 1")
+    if batch_tokens_B is not None:
+        number(batch_tokens_B, "batch_tokens_B", low=0.0, low_open=True)
+    types = [PromptType(lam * p, l_tok, d) for d, p in zip(vals, ps, strict=True) if p > 0]
+    fluid = wait_fluid(types, d0_s, d1_s)
+    lows, highs = [0, *bounds], [*bounds, math.inf]
+    alive = [sum(p for d, p in zip(vals, ps, strict=True) if d > a) for a in lows]
+    total = sum(alive)
+    out = []
+    for s, (a, b) in enumerate(zip(lows, highs, strict=True)):
+        first = 0 if s == 0 else a + 1
+        stay = sum(p * (min(d, b) - a) for d, p in zip(vals, ps, strict=True) if d > a)
+        iters = (stay / alive[s] if alive[s] else 0.0) + (1.0 if s == 0 else 0.0)
+        work = lam * sum(p * _stage_kv(l_tok, first, min(d, b))
+                         for d, p in zip(vals, ps, strict=True) if d >= first)
+        share = alive[s] / total
+        threshold = None
+        if batch_tokens_B is not None and iters > 0:
+            threshold = _q(batch_tokens_B * share / iters, "requests",
+                           "n_s = B*rho_s/L_s")
+        out.append(NestedSegment(
+            lower_tokens=a, upper_tokens=b,
+            rate=_q(lam * alive[s], "1/s", "lambda_s = lambda*P(D > a_(s-1))"),
+            share=_q(share, "", "rho_s = P(D > a_(s-1)) / sum_s P(D > a_(s-1))"),
+            iterations=_q(iters, "iterations",
+                          "L_s = E[min(D, a_s) - a_(s-1) | D > a_(s-1)] (+1 in segment 1)"),
+            work=_q(work, "token*iterations/s",
+                    "S_s = lambda*E[sum_{k in s, k <= D} (l + k)]"),
+            threshold=threshold))
+    return NestedWaitFluid(tuple(out), fluid)
