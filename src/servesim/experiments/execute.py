@@ -1,0 +1,225 @@
+"""Running a sweep: pick the points not yet finished, hand them to an executor, record each one.
+
+Executors yield ``PointResult``s as points finish, in any order:
+
+- ``serial``: one point after another in this process;
+- ``local`` (default): a pool of worker processes (``spawn``, so workers never inherit the
+  parent's threads or open files); each worker writes its point's files itself;
+- ``ray``: one Ray task per point, on a local instance or an existing cluster; tasks return
+  their tables and the parent writes them, since a cluster node may not share the parent's
+  disk.
+
+Whatever the executor, only this process writes the catalogue, one row per finished point,
+after the point's files are in place. Results do not depend on the executor: each point is a
+pure function of its scenario table and seed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from servesim.core.errors import ConfigError
+from servesim.core.registry import lookup
+from servesim.experiments.runner import (
+    PointError,
+    PointResult,
+    read_record,
+    run_point,
+    write_point,
+)
+from servesim.experiments.store import LOCK_WAIT_S, finished_ids, record_points
+from servesim.experiments.sweep import Point, Sweep
+
+__all__ = ["EXECUTORS", "SweepRun", "run_sweep"]
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """What one call of ``run_sweep`` did.
+
+    Attributes:
+        out_dir: the sweep folder.
+        total: points in the sweep.
+        skipped: points already finished in an earlier run (resume).
+        ran: points simulated now.
+        wall_s: wall-clock time of this call, seconds.
+        sim_wall_s: wall-clock time spent inside the simulations, summed over points.
+    """
+
+    out_dir: Path
+    total: int
+    skipped: int
+    ran: int
+    wall_s: float
+    sim_wall_s: float
+
+
+Progress = Callable[[str, int, int], None]
+
+FLUSH_S = 2.0
+"""Seconds between catalogue writes during a sweep: one transaction per batch keeps the parent
+from becoming the bottleneck, and a point whose record was not yet written is recovered from
+its folder by the next run."""
+
+
+def run_sweep(sweep: Sweep, out_dir: str | Path, *, executor: str = "local",
+              workers: int | None = None, address: str | None = None,
+              progress: Progress | None = None) -> SweepRun:
+    """Run every point of ``sweep`` that ``out_dir`` has not finished yet.
+
+    ``progress(point_id, done, todo)`` is called once with ``done = 0`` before any point runs,
+    then after each point's files are in place. ``workers`` sizes the local pool (default: the
+    CPU count); ``address`` is the Ray cluster to join (``"auto"``, ``"HOST:PORT"`` or
+    ``"ray://HOST:PORT"``; default: an instance already initialised in this process, else a
+    new local one).
+
+    Raises ConfigError for an unknown executor or a bad worker count, PointError (one line,
+    naming the point) if a point fails; finished points stay recorded either way.
+    """
+    run = lookup(EXECUTORS, executor, "--executor")
+    if workers is not None and workers < 1:
+        raise ConfigError("--workers", workers, "an integer >= 1")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    known = finished_ids(out)
+    done_ids = known | _recover(sweep, out, known)
+    todo = [p for p in sweep.points if p.point_id not in done_ids]
+    by_id = {p.point_id: p for p in todo}
+    start = time.perf_counter()
+    sim_wall = 0.0
+    base_dir = str(sweep.base_dir) if sweep.base_dir is not None else None
+    pending: list[dict[str, Any]] = []
+    flushed = time.monotonic()
+    if progress is not None:
+        progress("", 0, len(todo))
+    try:
+        for count, result in enumerate(run(todo, base_dir, out, workers, address, sweep.name),
+                                       start=1):
+            point = by_id[result.point_id]
+            if result.error is not None:
+                raise PointError(f"point {point.point_id} ({_describe(point)}): {result.error}")
+            if result.frames is not None:
+                write_point(out, result)
+            pending.append(result.record)
+            sim_wall += float(result.record["row"].get("sim_wall_s") or 0.0)
+            if progress is not None:
+                progress(point.point_id, count, len(todo))
+            if time.monotonic() - flushed >= FLUSH_S and _flush(out, pending, wait_s=0.5):
+                pending, flushed = [], time.monotonic()
+    finally:
+        _flush(out, pending, wait_s=LOCK_WAIT_S)
+    return SweepRun(out_dir=out, total=len(sweep.points), skipped=len(sweep.points) - len(todo),
+                    ran=len(todo), wall_s=time.perf_counter() - start, sim_wall_s=sim_wall)
+
+
+def _flush(out: Path, records: list[dict[str, Any]], wait_s: float) -> bool:
+    """Record ``records``; False if a reader kept the catalogue locked for ``wait_s`` (the
+    records stay in their points' folders, so a later flush or the next run adds them)."""
+    import duckdb
+
+    try:
+        record_points(out, records, wait_s=wait_s)
+    except duckdb.IOException as e:
+        if "lock" not in str(e).lower():
+            raise
+        return False
+    return True
+
+
+def _recover(sweep: Sweep, out: Path, known: set[str]) -> set[str]:
+    """Catalogue the points that finished (left ``point.json``) but were not yet recorded."""
+    records = [r for p in sweep.points if p.point_id not in known
+               for r in [read_record(out, p.point_id)] if r is not None]
+    record_points(out, records)
+    return {r["point_id"] for r in records}
+
+
+def _describe(point: Point) -> str:
+    parts = [f"{k}={v!r}" for k, v in point.params.items()]
+    return ", ".join([*parts, f"seed={point.seed}"])
+
+
+# -- executors ----------------------------------------------------------------------------------
+
+
+def _serial(points: Sequence[Point], base_dir: str | None, out: Path, workers: int | None,
+            address: str | None, name: str) -> Iterator[PointResult]:
+    for point in points:
+        yield run_point(point, base_dir, str(out), name)
+
+
+def _call(args: tuple[Point, str | None, str, str]) -> PointResult:
+    return run_point(*args)
+
+
+def _local(points: Sequence[Point], base_dir: str | None, out: Path, workers: int | None,
+           address: str | None, name: str) -> Iterator[PointResult]:
+    import multiprocessing
+
+    if not points:
+        return
+    n = min(workers or os.cpu_count() or 1, len(points))
+    if n == 1:
+        yield from _serial(points, base_dir, out, workers, address, name)
+        return
+    pool = multiprocessing.get_context("spawn").Pool(processes=n)
+    try:
+        jobs = [(p, base_dir, str(out), name) for p in points]
+        yield from pool.imap_unordered(_call, jobs, chunksize=1)
+        pool.close()
+    finally:
+        # On an error or an interruption, workers still simulating are stopped: their points
+        # were not recorded, so the next run repeats them.
+        pool.terminate()
+        pool.join()
+
+
+def _ray(points: Sequence[Point], base_dir: str | None, out: Path, workers: int | None,
+         address: str | None, name: str) -> Iterator[PointResult]:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--executor", "ray", "Ray installed (pip install 'servesim[ray]')",
+                          choices=None) from None
+    if not points:
+        return
+    started = False
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        started = True
+    pending: list[Any] = []
+    try:
+        task = ray.remote(num_cpus=1)(run_point)
+        pending = [task.remote(p, base_dir, None, name) for p in points]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(ready[0])
+    finally:
+        # Stopped early (an error or an interruption): a cluster would otherwise go on
+        # simulating points whose results nobody collects.
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        if started:
+            ray.shutdown()
+
+
+EXECUTORS: dict[str, Callable[..., Iterator[PointResult]]] = {
+    "local": _local,
+    "serial": _serial,
+    "ray": _ray,
+}
+
+
+def executor_names() -> list[str]:
+    """The registered executor names, for help texts."""
+    return sorted(EXECUTORS)
+
+
+def describe_points(points: Sequence[Point]) -> list[dict[str, Any]]:
+    """Plain rows (point_id, parameters, seed) for printing a sweep's plan."""
+    return [{"point_id": p.point_id, **p.params, "seed": p.seed} for p in points]
