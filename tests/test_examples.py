@@ -56,7 +56,8 @@ def kv() -> ModuleType:
 
 
 @pytest.mark.parametrize("name", [
-    "fig1_contrast", "kv_pressure", pytest.param("azure_replay", marks=needs_azure)])
+    "fig1_contrast", "kv_pressure", "wait_memory", "batch_cap_region",
+    pytest.param("azure_replay", marks=needs_azure)])
 def test_example_scenario_loads_and_validates(name: str) -> None:
     scenario = load_scenario(EXAMPLES / f"{name}.toml")
     assert scenario.describe()

@@ -1,9 +1,11 @@
 """Analysis of simulation runs: stability tests (see ``servesim.analysis.stability``)."""
 
 from servesim.analysis.search import (
+    LambdaInterval,
     LambdaSearch,
     Probe,
     empirical_lambda_star,
+    lambda_star_interval,
     policy_lambda_stars,
     probe_rate,
 )
@@ -31,7 +33,9 @@ __all__ = [
     "measure",
     "timed_table",
     "window_counts",
+    "LambdaInterval",
     "LambdaSearch",
+    "lambda_star_interval",
     "Probe",
     "empirical_lambda_star",
     "policy_lambda_stars",

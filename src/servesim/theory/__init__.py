@@ -21,9 +21,12 @@ from servesim.theory.capacity import (
 )
 from servesim.theory.fluid import (
     MemoryTimeBound,
+    NestedSegment,
+    NestedWaitFluid,
     PromptType,
     WaitFluid,
     memory_time_bound,
+    nested_wait_fluid,
     wait_fluid,
     wait_thresholds,
 )
@@ -38,6 +41,9 @@ from servesim.theory.network import (
 
 __all__ = [
     "MemoryTimeBound",
+    "NestedSegment",
+    "NestedWaitFluid",
+    "nested_wait_fluid",
     "NetworkLoad",
     "PromptType",
     "VirtualStation",
