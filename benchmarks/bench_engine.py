@@ -13,6 +13,9 @@ Cases (see benchmarks/README.md):
        from GPU memory, Sarathi and vLLM, 100k requests each (report only).
   (c)  (a) with 224 output tokens at equal token load (target: time per request <= 1.3x (a)'s).
   (d)  (a) with 1M requests (target: <= 15 s wall and < 1 GB peak RSS).
+  (e)  Orca in overload: (a)'s system at 1.3 lambda* with no batch-size cap, a fixed horizon of
+       600 s and run.max_in_system 20000 (report only: wall time per simulated second). Orca's
+       partial decodes keep thousands of decoders sitting out every iteration.
 
 Every case runs in a fresh subprocess (this file with ``--child``), so the peak RSS
 (``ru_maxrss``) belongs to that case alone. The timed region is the public pipeline
@@ -53,6 +56,9 @@ PROMPT, OUTPUT = 129, 112
 BATCH_S = (C_MS + A_MS * math.ceil(B_MAX / B0)) / 1000.0      # 0.15316 s for a full batch
 TOKEN_CAPACITY = B_MAX / BATCH_S                                 # mu*, tokens per second
 LOAD = 0.9
+OVERLOAD = 1.3             # (e): Orca above capacity
+OVERLOAD_HORIZON_S = 600.0
+OVERLOAD_CAP = 20_000
 PEER_RATE = 12.48          # fig1_sarathi.sq: poisson(0.0001248) per 10 us
 PEER_TIME_UNIT_S = 1e-5    # pyserq time unit, 10 us
 
@@ -91,6 +97,15 @@ def staircase_table(n: int | None, output: int = OUTPUT, rate: float | None = No
             "cost": {"kind": "staircase", "c_ms": C_MS, "a_ms": A_MS, "b0": B0},
         },
     }
+
+
+def overload_table(horizon_s: float) -> dict[str, Any]:
+    """(e): Orca on (a)'s system at 1.3 lambda*, stopped at the horizon (or the in-system cap)."""
+    table = staircase_table(None, rate=OVERLOAD * TOKEN_CAPACITY / (PROMPT + OUTPUT),
+                            horizon_s=horizon_s)
+    table["run"]["max_in_system"] = OVERLOAD_CAP
+    table["engine"]["batching"] = "orca"
+    return table
 
 
 def azure_table(n: int, batching: str, token_budget: int) -> dict[str, Any]:
@@ -152,6 +167,7 @@ def _run_metrics(result: Any, window_s: float | None) -> dict[str, Any]:
         "mean_response_s": s["e2e_s"]["mean"],
         "mean_in_system": float((end[live] - arrival[live]).sum() / window),
         "window_s": window,
+        "stop_reason": s.get("stop_reason"),
     }
 
 
@@ -181,7 +197,8 @@ def child_case(spec: dict[str, Any]) -> dict[str, Any]:
                             class_names=tuple(str(x) for x in names))
         del result, req
         c3, t3 = time.process_time(), time.perf_counter()
-        run_engine(requests, scenario.engine, scenario.cost, until_s=scenario.run.until_s)
+        run_engine(requests, scenario.engine, scenario.cost, until_s=scenario.run.until_s,
+                   max_in_system=scenario.run.max_in_system)
         out["engine_s"] = time.perf_counter() - t3
         out["engine_cpu_s"] = time.process_time() - c3
     return out
@@ -475,6 +492,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"(d) (a) with {n_d:,} requests")
     results["d"] = combine([measure_once("(d)", staircase_table(n_d))])
 
+    horizon_e = OVERLOAD_HORIZON_S / scale
+    say(f"(e) Orca at {OVERLOAD:g} lambda*, horizon {horizon_e:g} s")
+    results["e"] = combine([measure_once("(e)", overload_table(horizon_e))])
+
     # -- the peer's output metrics, and servesim's on the same workload over several seeds
     peer: dict[str, Any] | None = None
     peer_long: dict[str, Any] | None = None
@@ -524,8 +545,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "b-vllm": "(b) Azure, vLLM",
         "c": f"(c) Sarathi, {PROMPT}/{2 * OUTPUT}",
         "d": f"(d) Sarathi, {PROMPT}/{OUTPUT}",
+        "e": f"(e) Orca, {OVERLOAD:g} λ*, {PROMPT}/{OUTPUT}",
     }
-    for key in ("a", "b-sarathi", "b-vllm", "c", "d"):
+    for key in ("a", "b-sarathi", "b-vllm", "c", "d", "e"):
         r = results.get(key)
         if r is None:
             main_table.add(labels[key], "—", "—", "—", "—", "—", "—", "—", "—",
@@ -539,6 +561,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(r["walls"]) > 1:
             extra.append("pipeline runs " + ", ".join(f"{w:.3f}" for w in r["walls"]) + " s")
         extra.append(f"simulated {r['sim_end_s']:,.0f} s")
+        if key == "e":
+            extra.append(f"{1e3 * r['wall_s'] / r['sim_end_s']:.2f} ms per simulated second "
+                         f"(CPU {1e3 * r['cpu_s'] / r['sim_end_s']:.2f} ms; engine only "
+                         f"{1e3 * r['engine_s'] / r['sim_end_s']:.2f} ms); "
+                         f"{r['arrived'] - r['completed'] - r['rejected']:,} in system at the "
+                         f"end; stop reason {r['stop_reason']}")
         details.append(f"{labels[key]}: " + "; ".join(extra))
         main_table.add(labels[key], f"{r['n']:,}", f"{r['wall_s']:.3f}", f"{r['cpu_s']:.3f}",
                        rate_k(r["n"] / r["wall_s"]), f"{r['engine_s']:.3f}",
@@ -681,6 +709,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(c) as (a) with {2 * OUTPUT} output tokens at {lam_c:.4f} req/s (equal token load), "
         f"{n_a:,} requests",
         f"(d) as (a) with {n_d:,} requests",
+        f"(e) Orca on (a)'s system at {OVERLOAD:g} λ*, no batch-size cap, horizon "
+        f"{OVERLOAD_HORIZON_S / scale:g} s, run.max_in_system {OVERLOAD_CAP:,} (report only)",
     ]
     tables = [main_table, peer_table, agree_table, target_table]
     say("")

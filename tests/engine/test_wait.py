@@ -211,3 +211,13 @@ def test_kv_within_capacity_and_each_request_finishes_once(seed, batching, drain
     if drain:
         assert set(req.status) <= {"finished", "rejected"} and not res.stopped_early
         assert it.prefill_tokens.sum() == (done.prompt_tokens + done.recomputed_tokens).sum()
+
+
+def test_fast_replica_refuses_a_policy_that_names_its_decoders():
+    """The fast replica only skips through "oldest k decoders" plans; building it directly for
+    WAIT is a one-line ConfigError (run_engine picks the reference stepper instead)."""
+    from servesim.engine.replica import Replica
+
+    config = make_config("wait", token_budget=100, wait=WaitConfig(thresholds=[1]))
+    with pytest.raises(ConfigError, match="engine.batching"):
+        Replica(Requests.from_lists([0.0], [4], [2]), config, Staircase())

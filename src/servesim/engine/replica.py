@@ -5,6 +5,9 @@ How (see docs/architecture.md):
 - A global decode tick counts iterations in which decoders take a token. A decoding request
   stores ``base`` so that its generated tokens are ``tick - base``; it is not touched while it
   decodes. Completions sit in a heap keyed by finishing tick.
+- A partial decode lets the youngest decoders sit out. They are parked behind a frontier, in
+  admission order, and share one lazy shift of their bases, so a tick in which the parked
+  suffix sits out costs O(1); only decoders that cross the frontier are touched.
 - Aggregates are updated incrementally: decoders, their summed context, and decoders per
   residue of context modulo the block size, which gives the blocks the next decode tick needs in
   O(1).
@@ -26,7 +29,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from servesim.core.errors import SimulationError
+from servesim.core.errors import ConfigError, SimulationError
 from servesim.engine.config import EngineConfig
 from servesim.engine.reference import ReferenceStepper
 from servesim.engine.state import (
@@ -46,10 +49,11 @@ _PROGRESS_EVERY = 4096
 
 class _R:
     """Mutable state of a request in the system. While decoding, ``computed``, ``generated``
-    and ``blocks`` are stale: the truth is derived from the tick and ``base``."""
+    and ``blocks`` are stale: the truth is derived from the tick and ``base``. While parked
+    (``park >= 0``), ``base`` and ``key`` are stale too, by the ticks the tail sat out."""
 
     __slots__ = ("id", "prompt", "output", "status", "computed", "generated", "blocks", "need",
-                 "base", "key", "seg_start", "admitted_s", "preemptions", "recomputed",
+                 "base", "key", "park", "seg_start", "admitted_s", "preemptions", "recomputed",
                  "swapped_bytes")
 
     def __init__(self, i: int, prompt: int, output: int) -> None:
@@ -63,6 +67,7 @@ class _R:
         self.need = prompt
         self.base = 0
         self.key = 0
+        self.park = -1          # the parked shift when parked (see Replica.tail), else -1
         self.seg_start = 0
         self.admitted_s = float("nan")
         self.preemptions = 0
@@ -76,6 +81,10 @@ class Replica:
     def __init__(self, requests: Requests, config: EngineConfig, cost,
                  record_batches: bool = False) -> None:
         kv = config.kv
+        if policy_class(config.batching).explicit_decoders:
+            raise ConfigError("engine.batching", config.batching,
+                              "a policy the fast replica runs (this one names its decoders; "
+                              "use run_engine, which runs it on the reference stepper)")
         self.cfg, self.cost, self.policy = config, cost, make_policy(config.batching)
         self.spec = requests
         self.budget = config.token_budget
@@ -106,6 +115,17 @@ class Replica:
         self.decode_need = 0
         self.cnt = [0] * kv.block_tokens          # decoders per context residue class
         self.ctx = 0                               # summed context of decoders, tokens
+        # The frontier. The youngest decoders, those sitting out partial decodes, are parked in
+        # ``tail`` (admission order); ``head`` holds the others in admission order, and exists
+        # only while the tail is not empty. ``cnt`` and ``ctx`` cover the head. A parked
+        # decoder's true base is ``base + sigma - park``: ``sigma`` counts the ticks the tail
+        # sat out. ``tcnt`` counts parked decoders by ``(key + park) % block_tokens`` and
+        # ``tctx`` sums ``prompt - base + park``; both are invariant while the tail sits out.
+        self.head: dict[int, _R] | None = None
+        self.tail: deque[_R] = deque()
+        self.sigma = 0
+        self.tcnt = [0] * kv.block_tokens
+        self.tctx = 0
         self.tick = 0
         self.tick_end = array("d", [0.0])          # end time of each decode tick, seconds
         self.heap: list[tuple[int, int, _R]] = []   # (finishing tick, sequence, request)
@@ -203,7 +223,7 @@ class Replica:
             # As vLLM's default scheduler: nothing new is admitted while a request is swapped
             # out, or fresh prompts would take every freed block and starve it.
             self.waiting = ()
-        plan, skipped, need = self._plan_with_preemption()
+        plan, need = self._plan_with_preemption()
         if plan is None:
             return None
         m = plan.decode
@@ -212,16 +232,12 @@ class Replica:
             t_new = self._stretch(t, next_event, demand, plan.padding)
             if t_new is not None:
                 return t_new
-        return self._step(t, plan, skipped, need, demand)
+        return self._step(t, plan, need, demand)
 
-    def _step(self, t: float, plan, skipped: Sequence[_R], need: int, demand: int) -> float:
+    def _step(self, t: float, plan, need: int, demand: int) -> float:
         m = plan.decode
-        if not m:
-            ctx = 0
-        elif skipped:
-            ctx = self.ctx - sum(self._context(r) for r in skipped)
-        else:
-            ctx = self.ctx
+        # With m > 0 the frontier stands at m: the head is exactly the decoders taking a token.
+        ctx = self.ctx if m else 0
         chunks = plan.chunks
         prefill = 0
         for _, x in chunks:
@@ -230,9 +246,8 @@ class Replica:
         end = t + dur
         if self.batches is not None:
             self._record_batch(plan)
-        for r in skipped:
-            self._skip(r)
         if m:
+            self.sigma += 1    # the parked tail, if any, sits out this tick
             self.free_blocks -= need
             self.ctx += m
             self.dec_left -= m
@@ -253,33 +268,39 @@ class Replica:
 
     # -- planning ----------------------------------------------------------------------------
     def _plan_with_preemption(self):
-        """Ask the policy for a plan; preempt victims until it fits. Returns (plan, skipped
-        decoders, blocks the decoders need) or (None, ...) when idle."""
+        """Ask the policy for a plan; preempt victims until it fits. Returns (plan, blocks the
+        decoders need) or (None, 0) when idle."""
         B = self.block_tokens
         while True:
             self.n_running = len(self.running)
             key = -self.tick % B
-            self.decode_need = self.cnt[key]
+            self.decode_need = self._need_all()
             plan = self.policy.plan(self)
             m = plan.decode
             if m == 0 and not plan.chunks:
                 if not self.running:
-                    return None, (), 0
+                    return None, 0
                 self._preempt(self._victim())
                 continue
-            # Decoders sit out only a tick that happens; with m == 0 there is no tick at all.
-            skipped: Sequence[_R] = ()
-            if not m:
-                need = 0
-            elif m < self.n_decoders:
-                skipped = self._youngest_decoders(self.n_decoders - m)
-                need = self.decode_need - sum(1 for r in skipped if r.key == key)
+            # Decoders sit out only a tick that happens; with m == 0 there is no tick at all,
+            # and the frontier stays where it is.
+            if m:
+                if m < self.n_decoders or self.tail:
+                    self._frontier(self.n_decoders - m)
+                need = self.cnt[key]
             else:
-                need = self.decode_need
+                need = 0
             total = need + self._chunk_blocks(plan) if plan.chunks else need
             if total <= self.free_blocks:
-                return plan, skipped, need
+                return plan, need
             self._preempt(self._victim())
+
+    def _need_all(self) -> int:
+        """Blocks every decoder needs for its next token: those whose context fills its blocks."""
+        key = -self.tick % self.block_tokens
+        if not self.tail:
+            return self.cnt[key]
+        return self.cnt[key] + self.tcnt[(key + self.sigma) % self.block_tokens]
 
     def _chunk_blocks(self, plan) -> int:
         B = self.block_tokens
@@ -288,16 +309,6 @@ class Replica:
             c = r.computed
             total += -(-(c + x) // B) - -(-c // B)
         return total
-
-    def _youngest_decoders(self, k: int) -> list[_R]:
-        """The ``k`` most recently admitted decoders (they sit out a partial decode)."""
-        out = []
-        for r in reversed(self.running.values()):
-            if len(out) == k:
-                break
-            if r.need == 0:
-                out.append(r)
-        return out
 
     def _victim(self) -> _R:
         rule = self.cfg.kv.victim
@@ -314,8 +325,11 @@ class Replica:
         return min(order, key=self._blocks_now)
 
     # -- decode bookkeeping -------------------------------------------------------------
+    def _base(self, r: _R) -> int:
+        return r.base if r.park < 0 else r.base + self.sigma - r.park
+
     def _context(self, r: _R) -> int:
-        return r.prompt + self.tick - r.base
+        return r.prompt + self.tick - self._base(r)
 
     def _blocks_now(self, r: _R) -> int:
         if r.need == 0:
@@ -331,9 +345,18 @@ class Replica:
         self.n_decoders += 1
         self.ctx += r.computed
         heapq.heappush(self.heap, (r.base + r.output, next(self.seq), r))
+        if self.tail:
+            self._place(r)
 
     def _leave_decode(self, r: _R) -> None:
         """Make the stale fields true again and close the token segment."""
+        if r.park >= 0:
+            self.tail.remove(r)   # a preemption, already O(running) for the victim rule
+            self._unpark(r)
+            if not self.tail:
+                self.head = None
+        elif self.head is not None:
+            del self.head[r.id]
         g = self.tick - r.base
         r.generated = g
         r.computed = r.prompt + g
@@ -348,15 +371,79 @@ class Replica:
         if tokens > 0:
             self.segs.extend((r.id, r.seg_start, tokens))
 
-    def _skip(self, r: _R) -> None:
-        """``r`` sits out this decode tick: shift its base; re-key; re-push its finish."""
-        self._close_segment(r)
-        self.cnt[r.key] -= 1
-        r.key = (r.key - 1) % self.block_tokens
+    # -- the frontier of partial decodes ----------------------------------------------------
+    def _frontier(self, k: int) -> None:
+        """Move the frontier so that exactly the ``k`` youngest decoders are parked. Costs
+        O(1 + decoders that cross it), however many stay parked."""
+        tail = self.tail
+        if len(tail) == k:
+            return
+        if self.head is None:
+            self.head = {r.id: r for r in self.running.values() if r.need == 0}
+        head = self.head
+        park, unpark = self._park, self._unpark
+        for _ in range(k - len(tail)):
+            r = head.popitem()[1]     # the youngest decoder of the head
+            park(r)
+            tail.appendleft(r)
+        for _ in range(len(tail) - k):
+            r = tail.popleft()        # the oldest parked decoder, younger than the whole head
+            unpark(r)
+            head[r.id] = r
+        if not tail:
+            self.head = None
+
+    def _park(self, r: _R) -> None:
+        """Move ``r`` from the head's aggregates to the tail's; close its token segment."""
+        tick, sigma, key, rel = self.tick, self.sigma, r.key, r.prompt - r.base
+        if tick > r.seg_start:
+            self.segs.extend((r.id, r.seg_start, tick - r.seg_start))
+        self.cnt[key] -= 1
+        self.ctx -= rel + tick
+        r.park = sigma
+        self.tcnt[(key + sigma) % self.block_tokens] += 1
+        self.tctx += rel + sigma
+
+    def _unpark(self, r: _R) -> None:
+        """Apply the ticks ``r`` sat out to its base and key; back to the head's aggregates."""
+        B, tick, park = self.block_tokens, self.tick, r.park
+        d = self.sigma - park
+        rel = r.prompt - r.base
+        self.tcnt[(r.key + park) % B] -= 1
+        self.tctx -= rel + park
+        r.park = -1
+        r.seg_start = tick
+        if d:
+            r.base += d
+            rel -= d
+            r.key = (r.key - d) % B
+            heapq.heappush(self.heap, (r.base + r.output, next(self.seq), r))
+        # else: no tick since it was parked, so its entry is due later and still in the heap.
         self.cnt[r.key] += 1
-        r.base += 1
-        r.seg_start = self.tick + 1
-        heapq.heappush(self.heap, (r.base + r.output, next(self.seq), r))
+        self.ctx += rel + tick
+
+    def _place(self, r: _R) -> None:
+        """A new decoder while a tail is parked: the youngest joins the tail's end."""
+        for q in reversed(self.running.values()):
+            if q is r:
+                self._park(r)
+                self.tail.append(r)
+                return
+            if q.need == 0:
+                break
+        # An older request finished its prefill after younger ones: the admission order of
+        # head + tail no longer holds. Unpark everyone; the next partial decode rebuilds it.
+        self._dissolve()
+
+    def _dissolve(self) -> None:
+        """Unpark every decoder: O(parked), for rare events and the end of the run."""
+        tail = self.tail
+        while tail:
+            self._unpark(tail.popleft())
+        self.head = None
+
+    def _tail_context(self) -> int:
+        return self.tctx + len(self.tail) * (self.tick - self.sigma)
 
     def _complete(self) -> None:
         heap, tick = self.heap, self.tick
@@ -431,8 +518,7 @@ class Replica:
         while self.swapped and len(self.running) < self.max_batch:
             r = self.swapped[0]
             grow = 1 if r.need == 0 and r.computed % B == 0 else 0
-            if r.blocks + grow > self.free_blocks - self.cnt[-self.tick % B] \
-                    - self.watermark_blocks:
+            if r.blocks + grow > self.free_blocks - self._need_all() - self.watermark_blocks:
                 return
             self.swapped.popleft()
             moved = r.blocks * kv.block_bytes
@@ -467,13 +553,7 @@ class Replica:
             problems.append(f"free blocks {self.free_blocks} < 0")
         if len(decoders) != self.n_decoders:
             problems.append(f"n_decoders {self.n_decoders} != {len(decoders)}")
-        if sum(self._context(r) for r in decoders) != self.ctx:
-            problems.append("decoder context sum is stale")
-        counts = [0] * self.block_tokens
-        for r in decoders:
-            counts[(r.prompt - r.base) % self.block_tokens] += 1
-        if counts != self.cnt:
-            problems.append("residue counts are stale")
+        problems += self._frontier_problems(decoders)
         queued = {r.id for r in self.queue} | {r.id for r in self.swapped}
         if queued & set(self.running):
             problems.append("a request is both running and waiting")
@@ -481,6 +561,31 @@ class Replica:
             problems.append("prefilling set is stale")
         if problems:
             raise SimulationError("; ".join(problems))
+
+    def _frontier_problems(self, decoders: list[_R]) -> list[str]:
+        B = self.block_tokens
+        head = [r for r in decoders if r.park < 0]
+        tail = [r for r in decoders if r.park >= 0]
+        problems = []
+        if sum(self._context(r) for r in head) != self.ctx or \
+                sum(self._context(r) for r in tail) != self._tail_context():
+            problems.append("decoder context sum is stale")
+        counts, tcounts = [0] * B, [0] * B
+        for r in decoders:
+            key = (r.prompt - self._base(r)) % B
+            if r.park < 0:
+                counts[key] += 1
+            else:
+                tcounts[(key + self.sigma) % B] += 1
+        if counts != self.cnt or tcounts != self.tcnt:
+            problems.append("residue counts are stale")
+        if tail:
+            order = list(self.head.values()) + list(self.tail) if self.head is not None else []
+            if [r.id for r in order] != [r.id for r in decoders]:
+                problems.append("head + tail is not the decoders in admission order")
+        elif self.tail or self.head is not None:
+            problems.append("a frontier is kept with nothing parked")
+        return problems
 
     # -- decode-only stretches --------------------------------------------------------
     def _stretch(self, t: float, next_event: float, demand: int, padding: int) -> float | None:
@@ -554,6 +659,7 @@ class Replica:
         self.out["admitted_s"][r.id] = r.admitted_s
 
     def _result(self, t: float, reason: str) -> EngineRun:
+        self._dissolve()
         for r in list(self.running.values()):
             if r.need == 0:
                 self._leave_decode(r)
@@ -590,7 +696,8 @@ class Replica:
 
 def _stale(entry: tuple[int, int, _R]) -> bool:
     due, _, r = entry
-    return r.status != Status.RUNNING or r.need != 0 or r.base + r.output != due
+    # A parked decoder's stored base lags its true one; its entry is re-pushed when unparked.
+    return r.status != Status.RUNNING or r.need != 0 or r.park >= 0 or r.base + r.output != due
 
 
 STEPPERS = {"fast": Replica, "reference": ReferenceStepper}
