@@ -106,3 +106,26 @@ def test_fig1_vllm(fig1_states: dict) -> None:
     # At 0.75 lambda* vLLM is stable but holds ~500-650 requests after a long climb; 300 s runs
     # come out stable or inconclusive depending on the seeds, so only "not unstable" is asserted.
     assert fig1_states[("vllm", 0.75)] != "unstable"
+
+
+# -- (c) the Theorem 2 slope table ----------------------------------------------------------------
+
+
+def test_theorem2_slope_table() -> None:
+    """Theorem 2 boundary (reference table): Sarathi, b_max = 512, (100, 100) tokens, 120 s. The
+    fluid slope max(0, lambda (m_p + m_d) - mu*) = 0, 0.3343 and 0.6686 tokens/ms at 0.9, 1.1 and
+    1.2 lambda* lies inside the 99% t-interval of the second-half W(t) slopes over 12 seeds, and
+    so does the reference's measured mean (0.0078, 0.3383, 0.6683)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("theorem2_slopes",
+                                                  EXAMPLES / "theorem2_slopes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    frame = module.slope_table(range(12))
+    assert list(frame["load"]) == [0.9, 1.1, 1.2]
+    assert list(frame["fluid"]) == pytest.approx([0.0, 0.3343, 0.6686], abs=5e-5)
+    assert ((frame["ci_lo"] <= frame["fluid"]) & (frame["fluid"] <= frame["ci_hi"])).all()
+    assert ((frame["ci_lo"] <= frame["reference"])
+            & (frame["reference"] <= frame["ci_hi"])).all()
+    assert list(frame["state"]) == ["stable", "unstable", "unstable"]
