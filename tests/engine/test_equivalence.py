@@ -7,7 +7,7 @@ and runs stopped mid-way.
 
 import numpy as np
 import pandas as pd
-from conftest import SYSTEMS, random_case
+from conftest import SYSTEMS, make_config, random_case
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,8 +34,6 @@ def test_fast_equals_reference(seed, system):
 
 def test_fast_equals_reference_on_long_decode_stretches():
     # Few arrivals, long outputs: most iterations go through the vectorised stretch.
-    from conftest import make_config
-
     from servesim.engine.cost import Affine
     from servesim.workload.requests import Requests
 
