@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import COST, D, engine, one_step
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from servesim.cluster import Network, StepClass, Workflow, simulate_network
@@ -82,6 +82,7 @@ def test_fork_join_invariants(budget, rate, prompt, out_a, out_b, seed):
                            drain=True)
     assert run.stop_reason == "drained"
     t, v = run.tasks, run.visits
+    assume(len(t) > 0)    # at 0.5 tasks/s, 5 s hold no arrival with probability e^-2.5
     assert (t["status"] == "finished").all() and (t["visits"] == 4).all()
     assert (v["status"] == "finished").all()
     by = v.pivot(index="task", columns="class", values="finish_s")
