@@ -24,6 +24,7 @@ from typing import Any
 
 from servesim.core.errors import ConfigError
 from servesim.core.fields import check_keys, integer, number, table
+from servesim.core.tomlfile import read_toml
 from servesim.engine.config import WAIT_SYSTEMS, EngineConfig, KVConfig, WaitConfig
 from servesim.engine.cost import CostModel, Roofline, make_cost_model
 from servesim.engine.hardware import ModelSpec, gpu_preset, kv_capacity_blocks, model_preset
@@ -201,17 +202,7 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
     and the parser's line and column), or any field is invalid; TraceError for a bad trace row.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("scenario", str(path), "an existing scenario file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise ConfigError("scenario", str(path), f"a readable UTF-8 TOML file ({reason})") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise _syntax_error(str(path), "invalid TOML", e) from None
+    raw = read_toml(path, "scenario")
     return scenario_from_dict(apply_overrides(raw, overrides), base_dir=path.resolve().parent)
 
 
@@ -237,12 +228,6 @@ def scenario_from_dict(source: Mapping[str, Any], base_dir: Path | None = None) 
                     source=source, base_dir=base_dir)
 
 
-def _syntax_error(where: str, what: str, e: Exception) -> ConfigError:
-    """A ConfigError whose message is ``<where>: <what>: <parser message>`` on one line."""
-    detail = " ".join(str(e).split())
-    err = ConfigError(where, None, what)
-    err.args = (f"{where}: {what}: {detail}",)
-    return err
 
 
 def _run(spec: Any) -> RunConfig:

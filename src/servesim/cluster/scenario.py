@@ -5,7 +5,6 @@ was expected and the closest valid name."""
 from __future__ import annotations
 
 import copy
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from servesim.cluster.model import ROUTERS, EngineSpec, Network, StepClass, Work
 from servesim.core.errors import ConfigError
 from servesim.core.fields import check_keys, integer, number, require, table
 from servesim.core.registry import lookup
+from servesim.core.tomlfile import read_toml
 from servesim.engine.cost import make_cost_model
 from servesim.scenario import RunConfig
 from servesim.workload.arrivals import make_arrivals
@@ -47,18 +47,7 @@ def load_network(path: str | Path) -> NetworkScenario:
     Raises ConfigError if the file is missing, unreadable, not TOML, or any field is invalid.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("scenario", str(path), "an existing scenario file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError("scenario", str(path), f"a readable UTF-8 TOML file ({e})") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        err = ConfigError(str(path), None, "valid TOML")
-        err.args = (f"{path}: invalid TOML: {' '.join(str(e).split())}",)
-        raise err from None
+    raw = read_toml(path, "scenario")
     return network_from_dict(raw, base_dir=path.resolve().parent)
 
 

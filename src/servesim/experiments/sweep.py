@@ -32,7 +32,6 @@ import hashlib
 import itertools
 import json
 import math
-import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any
 
 from servesim.core.errors import ConfigError, ServesimError
 from servesim.core.fields import check_keys, integer, table
+from servesim.core.tomlfile import read_toml
 from servesim.scenario import SECTIONS, Scenario, load_scenario, scenario_from_dict, set_field
 
 __all__ = ["LOAD_AXIS", "RATE_FIELD", "Point", "Sweep", "load_sweep", "sweep_from_dict"]
@@ -92,19 +92,7 @@ def load_sweep(path: str | Path) -> Sweep:
     unknown section or key, a malformed axis, or a point whose scenario is invalid.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("sweep", str(path), "an existing sweep file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError("sweep", str(path), f"a readable UTF-8 TOML file ({e})") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        detail = " ".join(str(e).split())
-        err = ConfigError(str(path), None, "valid TOML")
-        err.args = (f"{path}: invalid TOML: {detail}",)
-        raise err from None
+    raw = read_toml(path, "sweep")
     return sweep_from_dict(raw, base_dir=path.resolve().parent, default_name=path.stem)
 
 
