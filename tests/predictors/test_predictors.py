@@ -124,6 +124,7 @@ def test_cost_is_parsed():
     ({"kind": "lognormal"}, r"policy\.predictor\.sigma: got None"),
     ({"kind": "gaussian", "mae": -1}, r"policy\.predictor\.mae: got -1"),
     ({"kind": "uniform", "alpha": 1, "beta": 2}, r"policy\.predictor\.beta: got 2"),
+    ({"kind": "uniform", "alpha": 1, "beta": 1}, r"policy\.predictor\.beta: got 1"),
     ({"kind": "binned", "edges": [0, 5, 5], "confusion": 0.1}, r"policy\.predictor\.edges"),
     ({"kind": "binned", "edges": [0, 5], "confusion": 1.5}, r"policy\.predictor\.confusion"),
     ({"kind": "binned", "edges": [0, 5], "confusion": 0, "other": "neighbor"},
@@ -152,3 +153,15 @@ def test_public_surface():
                                    "binned", "one_bit", "prompt", "trail"}
     for name in pkg.__all__:
         assert getattr(pkg, name) is not None
+
+
+def test_uniform_beta_zero_agrees_with_the_theory():
+    """Sampler and theory accept the same uniform range 0 <= beta < alpha: with beta = 0 the
+    ratio y / x is U[0, alpha], and the theory's conditional CDF at y = alpha x / 2 is 1/2."""
+    from servesim.theory.mg1.predictors import make_predictor as predictor_model
+
+    x = np.full(20_000, 3.0)
+    r = make_predictor({"kind": "uniform", "alpha": 2.0, "beta": 0.0}, seed=5).predict(x) / x
+    assert r.min() >= 0.0 and r.max() <= 2.0
+    model = predictor_model({"kind": "uniform", "alpha": 2.0, "beta": 0.0})
+    assert float(np.asarray(model.cdf(np.array([3.0]), np.array([3.0])))[0]) == 0.5

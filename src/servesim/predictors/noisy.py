@@ -43,16 +43,19 @@ class ExponentialNoise(Predictor):
 
 
 class UniformNoise(Predictor):
-    """y ~ U[beta x, alpha x] with 0 < beta <= alpha: estimates within factors of the truth."""
+    """y ~ U[beta x, alpha x] with 0 <= beta < alpha: estimates within factors of the truth.
+
+    The same range as the theory's density (``servesim.theory.mg1``), which needs alpha > beta.
+    """
 
     kind = "uniform"
 
     def __init__(self, spec, rng=None, cost=None):
         super().__init__(spec, rng, cost)
         self.alpha = number(spec["alpha"], "predictor.alpha", low=0, low_open=True)
-        self.beta = number(spec["beta"], "predictor.beta", low=0, low_open=True)
-        if self.beta > self.alpha:
-            raise ConfigError("predictor.beta", spec["beta"], f"a number <= alpha = {self.alpha:g}")
+        self.beta = number(spec["beta"], "predictor.beta", low=0)
+        if self.beta >= self.alpha:
+            raise ConfigError("predictor.beta", spec["beta"], f"a number < alpha = {self.alpha:g}")
 
     def _draw(self, x, prompt, rng):
         return x * rng.uniform(self.beta, self.alpha, x.shape)

@@ -212,8 +212,7 @@ def _uniform(spec: Mapping[str, Any], fld: str) -> Any:
     check_keys(spec, fld, ["kind", "alpha", "beta"])
     b = number(require(spec, "beta", fld), f"{fld}.beta", low=0)
     a = number(require(spec, "alpha", fld), f"{fld}.alpha", low=b, low_open=True)
-    # alpha == beta (a point mass at beta x) is accepted by the sampler but has no density here;
-    # it is rejected above with the bound alpha > beta.
+    # alpha == beta (a point mass at beta x) has no density; the sampler refuses it too.
     # h(y|x) has corners at y = b x and y = a x, and the SPRPT window y < Y < y + x meets them
     # where y / x is b, a, b - 1 or a - 1: fixed ratios, so tables integrate over s = y / x.
     kinks = tuple(sorted({k for k in (b, a, b - 1, a - 1) if k > 0}))
