@@ -66,7 +66,7 @@ def _fork_join(budget: int, rate: float, prompt: int, out_a: int, out_b: int) ->
         "split": StepClass("split", "e", D(prompt), D(2), next=("a", "b")),
         "a": StepClass("a", "f", D(prompt), D(out_a), next=("join",), carry_output=True),
         "b": StepClass("b", "f", D(prompt), D(out_b), next=("join",), carry_output=True),
-        "join": StepClass("join", "e", D(5), D(1)),
+        "join": StepClass("join", "e", D(5), D(1), join=True),
     }
     return Network(engines, classes, {"w": Workflow("w", Poisson(rate), ("split",))})
 

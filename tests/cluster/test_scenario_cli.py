@@ -54,6 +54,14 @@ def _edit(table, path, value):
     (("network", "classes", "A1", "routing"), {"A2": 1.5}, "network.classes.A1.routing.A2",
      None),
     (("run", "horizon_s"), None, "run.horizon_s", None),
+    (("network", "classes", "A2", "join"), "yes", "network.classes.A2.join", None),
+    (("network", "classes", "A2", "join"), True, "network.classes.A2.join", None),
+    (("network", "engines", "S1", "batching"), "wait", "network.engines.S1.batching", None),
+    (("network", "engines", "S1", "priority"), ["B2", "B2"], "network.engines.S1.priority",
+     None),
+    (("network", "workflows", "A", "entry"), ["A1", "A1"], "network.workflows.A.entry", None),
+    (("network", "engines", "S1", "kv"), {"block_tokens": 16, "blocks": 4},
+     "network.classes.B2.prompt_tokens", None),
 ])
 def test_bad_fields_give_one_line_errors(rs_table, path, value, field, hint):
     with pytest.raises(ConfigError) as info:
@@ -88,6 +96,13 @@ def test_cli_text_warns_and_prints_tables(examples, capsys):
     assert "WARNING: virtual station A2+B2" in text
     for word in ("rho_j", "classes (hops)", "workflows", "stability verdict"):
         assert word in text
+
+
+def test_fork_join_example_declares_its_join(examples):
+    """The reduce step waits for its three maps only because the file says ``join = true``."""
+    net = load_network(examples / "network_fork_join.toml").network
+    assert net.is_join("reduce") and net.parents["reduce"] == 3
+    assert not any(net.is_join(k) for k in net.classes if k != "reduce")
 
 
 def test_cli_bad_scenario_is_one_line_exit_2(tmp_path, capsys):

@@ -55,7 +55,7 @@ def test_fork_and_join_rates():
     classes = {"s": StepClass("s", "e", D(10), D(1), next=("a", "b")),
                "a": StepClass("a", "f", D(10), D(3), next=("j",), carry_output=True),
                "b": StepClass("b", "f", D(10), D(4), next=("j",), carry_output=True),
-               "j": StepClass("j", "e", D(5), D(1))}
+               "j": StepClass("j", "e", D(5), D(1), join=True)}
     th = network_theory(Network(engines, classes, {"w": Workflow("w", Poisson(1.5), ("s",))}))
     assert {k: q.value for k, q in th.rates.items()} == pytest.approx(
         {"s": 1.5, "a": 1.5, "b": 1.5, "j": 1.5})

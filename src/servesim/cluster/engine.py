@@ -31,18 +31,40 @@ class Visit(_Req):
 
 class _RankedView:
     """The engine as a policy sees it, with waiting, prefilling and decoding requests listed by
-    class rank (stable, so admission and queue order hold within a class)."""
+    class rank (stable, so admission and queue order hold within a class).
+
+    Strict at chunk granularity: a running prefill ranked below the best waiting request is
+    moved from ``prefilling`` into the waiting list, just after the waiting requests that
+    outrank it (and before those of its own rank), so the budget goes to the higher class
+    first and only what is left continues the lower prefill. A policy sizes a chunk from the
+    request's ``need`` and ``computed`` whichever list it is in, and the engine applies a
+    chunk of a running request as a continuation. ``n_running`` leaves the moved prefills
+    out, since the policy counts them again as it takes them from the waiting list; so that
+    this never admits more than ``max_batch`` allows, the waiting list offers at most as many
+    new requests as there are free slots.
+    """
 
     def __init__(self, view: Any, order: ClassPriority) -> None:
         self._view = view
         self._order = order
+        waiting = view.waiting
+        self._waiting = list(waiting) if not isinstance(waiting, Sequence) else waiting
+        running = order.ordered(view.prefilling)
+        top = order.best(self._waiting) if running else None
+        self._ahead = [r for r in running if top is None or order.level(r) <= top]
+        self._behind = running[len(self._ahead):]
+        self._room = view.max_batch - view.n_running
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._view, name)
 
     @property
     def prefilling(self) -> list:
-        return self._order.ordered(self._view.prefilling)
+        return self._ahead
+
+    @property
+    def n_running(self) -> int:
+        return self._view.n_running - len(self._behind)
 
     @property
     def decoders(self) -> list:
@@ -51,16 +73,19 @@ class _RankedView:
     @property
     def waiting(self) -> Iterable:
         # Lazy, so a policy that stops at the budget does not sort a long queue.
-        return self._order.lazy(self._view.waiting)
+        if not self._behind:
+            return self._order.lazy(self._waiting)
+        return self._order.lazy(self._waiting, self._behind, self._room)
 
 
 class ClassPriority(Policy):
     """Strict priority by class over any batching policy.
 
     The wrapped policy plans on a view whose waiting queue, running prefills and decoders are
-    ordered by class rank, highest first, so higher-priority tokens fill the budget first. A plan
-    names its decoders by count, so the engine must take decoders in the same order: a
-    ``ClusterEngine`` does (its ``decoders`` come from ``ordered``).
+    ordered by class rank, highest first, so higher-priority tokens fill the budget first, and
+    a lower-class prefill part-way through yields its chunks to a higher class that arrives
+    (see ``_RankedView``). A plan names its decoders by count, so the engine must take decoders
+    in the same order: a ``ClusterEngine`` does (its ``decoders`` come from ``ordered``).
 
     Raises ConfigError if a class is listed twice.
     """
@@ -74,16 +99,40 @@ class ClassPriority(Policy):
         self.rank = {c: i for i, c in enumerate(classes)}
         self._levels = len(classes) + 1   # unlisted classes share the lowest level
 
-    def _level(self, r: Any) -> int:
+    def level(self, r: Any) -> int:
         return self.rank.get(r.cls, self._levels - 1)
 
-    def ordered(self, reqs: Iterable[Any]) -> list:
-        return sorted(reqs, key=self._level)
+    def best(self, reqs: Iterable[Any]) -> int | None:
+        """The highest rank (lowest level) among ``reqs``; None if there are none."""
+        top = None
+        for r in reqs:
+            level = self.level(r)
+            if top is None or level < top:
+                top = level
+                if level == 0:
+                    break
+        return top
 
-    def lazy(self, reqs: Iterable[Any]) -> Iterator[Any]:
-        reqs = list(reqs) if not isinstance(reqs, Sequence) else reqs
+    def ordered(self, reqs: Iterable[Any]) -> list:
+        return sorted(reqs, key=self.level)
+
+    def lazy(self, reqs: Sequence[Any], first: Sequence[Any] = (),
+             most: int | None = None) -> Iterator[Any]:
+        """``reqs`` by level, at most ``most`` of them; at each level, those of ``first``
+        (already ordered, never capped) go first."""
+        i, left = 0, most
         for level in range(self._levels):
-            yield from (r for r in reqs if self._level(r) == level)
+            while i < len(first) and self.level(first[i]) == level:
+                yield first[i]
+                i += 1
+            for r in reqs:
+                if self.level(r) != level:
+                    continue
+                if left is not None:
+                    if left <= 0:
+                        break
+                    left -= 1
+                yield r
 
     def plan(self, view: Any) -> StepPlan:
         return self.inner.plan(_RankedView(view, self))
@@ -98,16 +147,21 @@ class ClusterEngine(ReferenceStepper):
     """
 
     def __init__(self, name: str, config: EngineConfig, cost: Any,
-                 priority: Sequence[str] | None = None) -> None:
+                 priority: Sequence[str] | None = None, field: str | None = None) -> None:
         super().__init__(_NO_REQUESTS, config, cost)
         self.name = name
-        self.priority = ClassPriority(self.policy, priority, f"{name}.priority") \
+        self.priority = ClassPriority(self.policy, priority, field or f"{name}.priority") \
             if priority else None
         if self.priority is not None:
             self.policy = self.priority
         self.done: list[Visit] = []
         self.scheduled = False   # a plan event for this engine is in the network's heap
         self.index = -1
+        # The stepper applies an iteration when it plans it; these are the visits (and the KV
+        # blocks they hold) that finish at the end of the iteration under way, still in the
+        # engine as the outside world sees it until the network clears them at that end.
+        self.finishing = 0
+        self.finishing_blocks = 0
 
     @property
     def decoders(self) -> list:
@@ -116,11 +170,18 @@ class ClusterEngine(ReferenceStepper):
 
     @property
     def in_system(self) -> int:
-        return len(self.running) + len(self.queue) + len(self.swapped)
+        """Requests at the engine as a router sees it now (finishing ones included until the
+        iteration that finishes them ends)."""
+        return len(self.running) + len(self.queue) + len(self.swapped) + self.finishing
 
     @property
     def kv_used_blocks(self) -> int:
-        return self.cfg.kv.blocks - self.free_blocks
+        """KV blocks in use as a router sees it now (finishing visits' blocks included)."""
+        return self.cfg.kv.blocks - self.free_blocks + self.finishing_blocks
+
+    def finished_now(self) -> None:
+        """The iteration under way has ended: its finished visits leave the engine."""
+        self.finishing = self.finishing_blocks = 0
 
     def inject(self, visit: Visit) -> bool:
         """Hand ``visit`` to the engine at its arrival time; False if it can never be served."""
@@ -130,10 +191,14 @@ class ClusterEngine(ReferenceStepper):
     def step(self, t: float) -> tuple[float | None, list[Visit]]:
         """Run one iteration starting at ``t``: (duration or None, visits finished at its end)."""
         self.done = []
-        return self._iterate(t), self.done
+        self.finishing = self.finishing_blocks = 0
+        dur = self._iterate(t)
+        self.finishing = len(self.done)
+        return dur, self.done
 
     def _decode(self, r: _Req, end: float) -> None:
         super()._decode(r, end)
         if r.status == Status.FINISHED:
             self.done.append(r)
+            self.finishing_blocks += -(-r.computed // self.block_tokens)
 

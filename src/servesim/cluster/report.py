@@ -113,12 +113,26 @@ def _pooled(runs: Sequence[NetworkRun], attr: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def _finishes(runs: Sequence[NetworkRun]) -> pd.Series:
+    """Per class, visits finishing inside [warm-up, end], pooled over runs."""
+    counts = []
+    for r in runs:
+        lo, hi = _window(r)
+        f = r.visits
+        inside = f[(f["status"] == "finished") & (f["finish_s"] >= lo) & (f["finish_s"] <= hi)]
+        counts.append(inside["class"].value_counts())
+    return pd.concat(counts, axis=1).fillna(0).sum(axis=1) if counts else pd.Series(dtype=float)
+
+
 def class_table(runs: Sequence[NetworkRun], theory: NetworkTheory | None = None) -> pd.DataFrame:
-    """Per class, pooled over runs: visits arriving after warm-up, those finished, their
-    finishing rate (finished visits / summed measured window), the traffic-equation rate, and
-    hop time (visit arrival to finish) and TTFT statistics."""
+    """Per class, pooled over runs: visits arriving after warm-up, those finished, the
+    finishing rate (visits finishing inside [warm-up, end] / summed window, so a visit that
+    arrived before warm-up and finished inside counts, and one still in service at the end
+    does not: an unbiased rate whatever the hop time), the traffic-equation rate, and hop time
+    (visit arrival to finish) and TTFT statistics of the finished visits."""
     v = _pooled(runs, "visits")
     span = _span(runs)
+    finishes = _finishes(runs)
     rows = []
     names = sorted(theory.rates) if theory is not None else sorted(v["class"].unique())
     for k in names:
@@ -126,8 +140,10 @@ def class_table(runs: Sequence[NetworkRun], theory: NetworkTheory | None = None)
         done = mine[mine["status"] == "finished"]
         hop = (done["finish_s"] - done["arrival_s"]).to_numpy()
         ttft = (done["first_token_s"] - done["arrival_s"]).to_numpy()
+        inside = int(finishes.get(k, 0))
         row: dict[str, Any] = {"class": k, "visits": len(mine), "finished": len(done),
-                               "rate_per_s": len(done) / span if span > 0 else math.nan}
+                               "finishes_in_window": inside,
+                               "rate_per_s": inside / span if span > 0 else math.nan}
         if theory is not None:
             row["theory_rate_per_s"] = theory.rates[k].value
         row.update({f"hop_{a}_s": b for a, b in _stats(hop).items()})
@@ -165,20 +181,29 @@ def network_verdict(runs: Sequence[NetworkRun], confidence: float = 0.99) -> Ver
     second half of the horizon; tasks finishing and arriving in [H/2, H], pooled
     over seeds; the envelope growth of the first seed's N(t) (10 windows). These go to
     ``analysis.stability.verdict``. A run stopped by ``max_in_system`` is overloaded by
-    construction: the verdict is "unstable" with that as its evidence.
+    construction: the verdict is "unstable" with that as its evidence. Failed tasks (a visit
+    longer than its engine can ever serve) are left out of the completion ratio and reported
+    on a line of their own: they are lost work, not a queue that grows. Runs in which no task
+    arrived give "inconclusive".
     """
     capped = [r for r in runs if r.stopped_by_cap]
     if capped:
         ci = SlopeCI(math.inf, math.nan, len(capped), math.inf, math.inf, confidence)
         return Verdict("unstable", [f"{len(capped)} of {len(runs)} runs exceeded max_in_system "
                                     f"(first at {capped[0].end_s:.4g} s)"], ci, None, None)
-    w, n, done, arrived, first = [], [], 0, 0, None
+    if not any(len(r.tasks) for r in runs):
+        ci = SlopeCI(math.nan, math.nan, len(runs), -math.inf, math.inf, confidence)
+        return Verdict("inconclusive", [f"no task arrived in any of {len(runs)} runs: nothing "
+                                        "to judge"], ci, None, None)
+    w, n, done, arrived, first, failed = [], [], 0, 0, None, 0
     for r in runs:
         series = network_series(r)
         first = series if first is None else first
         w.append(backlog_slope(series, r.horizon_s))
         n.append(backlog_slope(series, r.horizon_s, column="in_system"))
-        d, a = window_counts(r.tasks, r.horizon_s / 2, r.horizon_s)
+        lost = r.tasks["status"] == "failed"
+        failed += int(lost.sum())
+        d, a = window_counts(r.tasks[~lost], r.horizon_s / 2, r.horizon_s)
         done, arrived = done + d, arrived + a
     env = None
     if first is not None and len(first) >= 3:
@@ -192,4 +217,8 @@ def network_verdict(runs: Sequence[NetworkRun], confidence: float = 0.99) -> Ver
     wci = slope_ci(w, confidence)
     out.evidence.insert(1, f"engine-token backlog W(t) slope {wci.mean:.4g} tokens/s; CI "
                            f"[{wci.lo:.4g}, {wci.hi:.4g}] (reported only)")
+    if failed:
+        total = sum(len(r.tasks) for r in runs)
+        out.evidence.append(f"{failed} of {total} tasks failed (a visit its engine can never "
+                            "serve); left out of the completion ratio")
     return out

@@ -27,7 +27,8 @@ SECTIONS = ("run", "network")
 RUN_KEYS = ("seed", "horizon_s", "warmup_s", "max_in_system")
 NETWORK_KEYS = ("engines", "classes", "workflows")
 ENGINE_EXTRA_KEYS = ("priority", "replicas", "router", "power_d")
-CLASS_KEYS = ("engine", "prompt_tokens", "output_tokens", "next", "routing", "carry_output")
+CLASS_KEYS = ("engine", "prompt_tokens", "output_tokens", "next", "routing", "carry_output",
+              "join")
 WORKFLOW_KEYS = ("arrival", "entry")
 
 
@@ -122,16 +123,17 @@ def _class(name: str, spec: Mapping[str, Any], base_dir: Path | None) -> StepCla
         raise ConfigError(f"{f}.engine", engine, "an engine name")
     routing = table(spec.get("routing", {}), f"{f}.routing")
     probs = tuple((k, number(p, f"{f}.routing.{k}", low=0, high=1)) for k, p in routing.items())
-    carry = spec.get("carry_output", False)
-    if not isinstance(carry, bool):
-        raise ConfigError(f"{f}.carry_output", carry, "true or false")
+    carry, join = spec.get("carry_output", False), spec.get("join", False)
+    for key, value in (("carry_output", carry), ("join", join)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{f}.{key}", value, "true or false")
     return StepClass(name, engine,
                      make_token_dist(require(spec, "prompt_tokens", f), f"{f}.prompt_tokens",
                                      base_dir),
                      make_token_dist(require(spec, "output_tokens", f), f"{f}.output_tokens",
                                      base_dir),
                      next=_names(spec.get("next", []), f"{f}.next"), routing=probs,
-                     carry_output=carry)
+                     carry_output=carry, join=join)
 
 
 def _workflow(name: str, spec: Mapping[str, Any]) -> Workflow:

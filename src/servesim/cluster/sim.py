@@ -109,10 +109,11 @@ class _Sim:
         self.pools: dict[str, str] = {}
         for e in net.engines.values():
             try:
-                reps = [ClusterEngine(n, e.config, e.cost, e.priority)
+                reps = [ClusterEngine(n, e.config, e.cost, e.priority,
+                                      field=f"network.engines.{e.name}.priority")
                         for n in e.replica_names]
             except ConfigError as err:
-                # A policy may refuse its config only when built (WAIT's derived thresholds).
+                # A policy may refuse its config only when built.
                 raise renamed(err, "engine", f"network.engines.{e.name}") from None
             for r in reps:
                 r.index = len(self.engines)
@@ -152,7 +153,9 @@ class _Sim:
             elif kind == _VISIT:
                 self._visit(*payload, t)
             elif kind == _DONE:
-                for v in payload:
+                index, done = payload
+                self.engines[index].finished_now()
+                for v in done:
                     self.in_system -= 1
                     self._finished(v, t)
             else:
@@ -201,7 +204,7 @@ class _Sim:
         engine.scheduled = True
         self.push(end, _PLAN, index)
         if done:
-            self.push(end, _DONE, done)
+            self.push(end, _DONE, (index, done))
 
     def _finished(self, v: Visit, end: float) -> None:
         task = v.task
