@@ -10,8 +10,9 @@ Every run is ``examples/wait_memory.toml`` (after any ``--set``) with ``engine.b
 each system. For each system the arrival rate is bisected between ``--lo`` and ``--hi``: at each
 midpoint every seed runs for ``--horizon-s`` seconds and the stability verdict (backlog slope
 CI, completion ratio, fluid slope; ``servesim.analysis.search``) moves the bracket. With
-``--interval`` each seed is also bisected alone and a 95% t-interval over the per-seed
-boundaries is printed (twice the runs).
+``--interval`` each seed is also bisected alone (judged by the trend of its number in system)
+and a 95% t-interval over the per-seed boundaries is printed (twice the runs): it estimates the
+rate at which one run of the horizon starts to show growth, an upper estimate of lambda*.
 
 The reference reports the transition at about 23 (WAIT), 22 (Sarathi) and 19 (vLLM) requests/s
 for its own vLLM-like simulator; here the cache is smaller than a whole A100's, so Sarathi and

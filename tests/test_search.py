@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import math
+import tomllib
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+from scipy import stats
 
 from servesim.analysis.search import (
     LambdaInterval,
     LambdaSearch,
+    _seed_state,
     empirical_lambda_star,
     lambda_star_interval,
     policy_lambda_stars,
     probe_rate,
 )
+from servesim.analysis.stability import batch_means_slope, step_values
 from servesim.core.errors import ConfigError
 from servesim.engine.cost import Staircase
 from servesim.theory import fastertransformer_cycle_capacity
@@ -22,9 +29,17 @@ PROMPT, OUTPUT, B_MAX = 129, 112, 512
 LAMBDA_STAR = B_MAX / 0.15316 / (PROMPT + OUTPUT)      # 13.871 req/s (staircase defaults)
 
 
-def table(policy: str) -> dict:
+FIG1 = Path(__file__).resolve().parents[1] / "examples" / "fig1_contrast.toml"
+
+
+def fig1_table() -> dict:
+    with FIG1.open("rb") as f:
+        return tomllib.load(f)
+
+
+def table(policy: str, horizon_s: float = 60.0) -> dict:
     return {
-        "run": {"horizon_s": 60.0},
+        "run": {"horizon_s": horizon_s},
         "workload": {"arrival": {"kind": "poisson", "rate_per_s": 1.0},
                      "prompt_tokens": {"kind": "deterministic", "value": PROMPT},
                      "output_tokens": {"kind": "deterministic", "value": OUTPUT}},
@@ -110,17 +125,67 @@ def test_check_ends_and_policy_table():
 
 def test_interval_from_per_seed_bisections_contains_lambda_star():
     """CI = mean(x_s) -/+ t_(n-1, 0.975) * sd(x_s)/sqrt(n) -/+ resolution/2, where x_s is seed
-    s's own boundary (bisected with its single-run verdict). Sarathi is work-conserving, so the
-    interval should contain lambda* = mu*/(m_p + m_d) = 13.87 req/s. Seeds 0-5 x 120 s give
-    per-seed boundaries from 10.3 to 15.1 (a single 120 s run judges by its completion ratio
-    alone, so each boundary is noisy) and the CI [10.0, 15.1]: wide, and honest about it."""
-    ci = lambda_star_interval(table("sarathi"), seeds=range(6), horizon_s=120.0, lo=7.0,
-                              hi=21.0, iterations=5)
+    s's own boundary, bisected with the single-run trend test (N(t) slope over [H/2, H] from 5
+    batch means; unstable iff slope - t_(3, 0.99) * se > 0). Sarathi is work-conserving, so
+    lambda* = mu*/(m_p + m_d) = 13.87 req/s. The interval estimates E[x_s], which lies above
+    lambda* by the smallest growth one run detects (about +0.6 req/s at 300 s). Seeds 0-5 x
+    300 s, [7, 21] in 6 steps on examples/fig1_contrast.toml: x_s from 13.45 to 15.20 and the
+    CI [13.54, 14.98] (width 1.44; four disjoint sets of six seeds gave widths 0.93-1.44, all
+    containing 13.87). The old completion-ratio verdict at 120 s x 6 seeds gave widths 1.1-5.1
+    and missed lambda* once in four sets."""
+    ci = lambda_star_interval(fig1_table(), seeds=range(6), horizon_s=300.0, lo=7.0, hi=21.0,
+                              iterations=6)
     assert isinstance(ci, LambdaInterval) and len(ci.per_seed) == 6
-    assert ci.resolution == pytest.approx(14.0 / 2 ** 5)
-    assert all(7.0 < x < 21.0 for x in ci.per_seed)
+    assert ci.resolution == pytest.approx(14.0 / 2 ** 6)
+    assert ci.seed_confidence == 0.99 and ci.batches == 5
     assert ci.lo < ci.mean < ci.hi and ci.mean == pytest.approx(sum(ci.per_seed) / 6)
     assert ci.contains(LAMBDA_STAR)
+    # Width 1.44 for these seeds; 2.0 leaves room for the t factor's seed-to-seed variation
+    # while still rejecting the old method's 4-5 req/s intervals.
+    assert ci.hi - ci.lo < 2.0
+    # The documented direction of the bias: each seed's boundary is a detection point, so no
+    # seed stops far below lambda* (a false "unstable" would drag x_s towards lo = 7).
+    assert min(ci.per_seed) > 0.95 * LAMBDA_STAR
+
+
+def test_single_seed_verdict_monotone_in_rate():
+    """The single-run verdict used by the interval, on the scenario where the completion ratio
+    flipped (Sarathi, 120 s; the old verdict gave seed 1 "unstable" at 9.0 but "stable" from
+    10.0 to 14.5). Expected: once a seed's run shows growth (lower 99% bound of the N(t)
+    slope > 0) it keeps showing it at higher rates, every run up to 0.9 lambda* is judged
+    stable (the false-alarm rate there is about 1% per run), and every run at 17.0 req/s
+    (rho = 1.23, N grows by ~3 req/s) is unstable."""
+    rates = [9.0 + 0.5 * i for i in range(17)]                      # 9.0 .. 17.0
+    for seed in (0, 1, 2):
+        states = [_seed_state(table("sarathi", 120.0), r, seed, 120.0,
+                              "workload.arrival.rate_per_s", "auto", 0.99, 5) for r in rates]
+        first = states.index("unstable")
+        assert states[first:] == ["unstable"] * (len(rates) - first), (seed, states)
+        assert rates[first] > 0.9 * LAMBDA_STAR
+
+
+def test_batch_means_slope_formula():
+    """slope = OLS slope of the k block means of N(t) on [H/2, H] against the block centres,
+    se = sqrt(RSS / (k - 2) / Sxx): the same as a degree-1 polyfit of the block means with its
+    (k - 2)-scaled covariance. Lower bound = slope - t_(0.99, k - 2) * se."""
+    rng = np.random.default_rng(7)
+    ends = np.sort(rng.uniform(0.0, 100.0, 400))
+    n = rng.integers(0, 50, ends.size)
+    it = pd.DataFrame({"start_s": ends - 0.01, "duration_s": 0.01, "waiting": n // 2,
+                       "running": n - n // 2, "backlog_tokens": n * 10})
+    test = batch_means_slope(it, 100.0, "in_system", batches=5, points=1000)
+    t = np.linspace(50.0, 100.0, 1000)
+    means = step_values(it, "in_system", t).reshape(5, 200).mean(axis=1)
+    centres = t.reshape(5, 200).mean(axis=1)
+    coef, cov = np.polyfit(centres, means, 1, cov=True)
+    assert test.slope == pytest.approx(coef[0]) and test.se == pytest.approx(math.sqrt(cov[0, 0]))
+    assert test.lower(0.99) == pytest.approx(coef[0] - stats.t.ppf(0.99, 3) * test.se)
+    ramp = pd.DataFrame({"start_s": np.arange(0.0, 100.0, 0.1), "duration_s": 0.1,
+                         "waiting": 0, "running": np.arange(1000), "backlog_tokens": 0})
+    grow = batch_means_slope(ramp, 100.0)
+    assert grow.slope == pytest.approx(10.0, rel=1e-2) and grow.growing(0.99)
+    with pytest.raises(ConfigError):
+        batch_means_slope(it, 100.0, batches=2)
 
 
 def test_interval_through_search_and_policy_table():
@@ -137,7 +202,8 @@ def test_interval_through_search_and_policy_table():
 
 
 @pytest.mark.parametrize("kwargs", [dict(seeds=[]), dict(lo=5.0, hi=5.0), dict(iterations=0),
-                                    dict(confidence=1.0), dict(horizon_s=0.0)])
+                                    dict(confidence=1.0), dict(horizon_s=0.0),
+                                    dict(seed_confidence=0.0), dict(batches=2)])
 def test_interval_validation(kwargs):
     args = dict(seeds=[0], horizon_s=30.0, lo=7.0, hi=21.0, iterations=2) | kwargs
     with pytest.raises(ConfigError):

@@ -15,6 +15,10 @@ Rules (also in ``docs/stability.md``, "Empirical lambda*"):
 - stable -> lo = mid; unstable -> hi = mid; **inconclusive -> hi = mid** by default
   (``inconclusive="unstable"``), so ``lo`` is always a rate with positive evidence of
   stability (or the starting ``lo``): a conservative lower bound on lambda*.
+
+``lambda_star_interval`` bisects each seed alone, judging one run by the trend of its number
+in system (``batch_means_slope``), and gives a t-interval for the mean per-seed boundary: the
+rate at which one run of the horizon starts to show growth, an upper estimate of lambda*.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from scipy import stats
 
 from servesim.analysis.stability import (
     COMPLETION_EPS,
+    batch_means_slope,
     fluid_slope,
     verdict,
 )
@@ -49,6 +54,12 @@ __all__ = [
 ]
 
 _STATES = ("stable", "unstable")
+
+SEED_BATCHES = 5
+"""Batches k of the per-seed trend test (``batch_means_slope``): blocks of H/10 seconds."""
+
+SEED_CONFIDENCE = 0.99
+"""One-sided level of the per-seed trend test: a false "unstable" has probability about 1%."""
 
 
 @dataclass(frozen=True)
@@ -125,16 +136,22 @@ class LambdaSearch:
 
 @dataclass(frozen=True)
 class LambdaInterval:
-    """A confidence interval for the empirical lambda* from per-seed bisections.
+    """A confidence interval for the mean per-seed boundary, from per-seed bisections.
+
+    Each seed is bisected with its own single-run trend test (``lambda_star_interval``); the
+    interval covers E[x_s], the rate at which one run of the horizon starts to show growth,
+    which lies above lambda* by the smallest growth such a run detects.
 
     Attributes:
-        per_seed: each seed's boundary estimate, the midpoint of its final bracket, req/s.
+        per_seed: each seed's boundary x_s, the midpoint of its final bracket, req/s.
         mean: their mean, req/s.
         lo, hi: mean -/+ t_(n-1, (1+confidence)/2) * sd/sqrt(n) -/+ resolution/2, req/s,
             clipped to the searched range; with one seed (or no spread) only the resolution is
             left.
         confidence: the level of the t-interval.
         resolution: the per-seed bracket width, (hi0 - lo0) / 2**iterations, req/s.
+        seed_confidence: the one-sided level of the per-seed trend test.
+        batches: the batch means of that test.
     """
 
     per_seed: list[float]
@@ -143,6 +160,8 @@ class LambdaInterval:
     hi: float
     confidence: float
     resolution: float
+    seed_confidence: float = SEED_CONFIDENCE
+    batches: int = SEED_BATCHES
 
     def contains(self, rate: float) -> bool:
         """True iff lo <= rate <= hi."""
@@ -220,7 +239,8 @@ def empirical_lambda_star(table: Mapping[str, Any], *, seeds: Sequence[int] | It
     bisection runs regardless). The theoretical lambda* (``scenario_capacity`` of the table at
     its first midpoint) is returned for comparison. With ``interval`` the result also carries
     ``lambda_star_interval`` over the same seeds, range and iterations (at
-    ``interval_confidence``), which doubles the number of runs.
+    ``interval_confidence``; its per-seed test does not read ``eps``), which doubles the number
+    of runs.
 
     Raises ConfigError for lo >= hi, lo < 0, iterations < 1, no seeds or an unknown
     ``inconclusive``.
@@ -265,7 +285,7 @@ def empirical_lambda_star(table: Mapping[str, Any], *, seeds: Sequence[int] | It
     cap = max_in_system if isinstance(max_in_system, int) else None
     ci = lambda_star_interval(table, seeds=seeds, horizon_s=horizon_s, lo=lo, hi=hi,
                               iterations=iterations, rate_field=rate_field,
-                              confidence=interval_confidence, eps=eps,
+                              confidence=interval_confidence,
                               max_in_system=max_in_system) if interval else None
     return LambdaSearch(lo=a, hi=b, lo0=float(lo), hi0=float(hi), theory_lambda_star=theory,
                         probes=probes, seeds=len(seeds), horizon_s=float(horizon_s),
@@ -274,37 +294,46 @@ def empirical_lambda_star(table: Mapping[str, Any], *, seeds: Sequence[int] | It
 
 
 def _seed_state(table: Mapping[str, Any], rate: float, seed: int, horizon_s: float,
-                rate_field: str, max_in_system: int | str | None, eps: float) -> str:
-    """One seed's verdict at ``rate``: unstable if stopped by ``run.max_in_system`` or if its
-    completions over [H/2, H] fall short of its arrivals by more than eps; else stable."""
+                rate_field: str, max_in_system: int | str | None, seed_confidence: float,
+                batches: int) -> str:
+    """One run's verdict at ``rate``: unstable if stopped by ``run.max_in_system`` or if its
+    number in system N(t) grows over [H/2, H] at one-sided level ``seed_confidence``
+    (``batch_means_slope``); else stable."""
+    from servesim.api import simulate
+
     t, _ = timed_table(table, rate_field, rate, horizon_s)
     if max_in_system == "auto":
         t["run"]["max_in_system"] = _auto_cap(rate, horizon_s)
     elif max_in_system is not None:
         t["run"]["max_in_system"] = int(max_in_system)
-    got = measure(scenario_from_dict(t), [seed], horizon_s)
-    if got.stopped:
+    res = simulate(scenario_from_dict(t), seed=int(seed))
+    if res.summary.get("stop_reason") == "max_in_system":
         return "unstable"
-    c = got.completion
-    return "unstable" if c is not None and c < 1 - eps else "stable"
+    trend = batch_means_slope(res.iterations, horizon_s, "in_system", batches)
+    return "unstable" if trend.growing(seed_confidence) else "stable"
 
 
 def lambda_star_interval(table: Mapping[str, Any], *, seeds: Sequence[int] | Iterable[int],
                          horizon_s: float, lo: float, hi: float, iterations: int = 6,
                          rate_field: str = "workload.arrival.rate_per_s",
-                         confidence: float = 0.95, eps: float = COMPLETION_EPS,
-                         max_in_system: int | str | None = "auto") -> LambdaInterval:
-    """A confidence interval for the empirical lambda*: bisect each seed separately, then a
-    t-interval over the per-seed boundaries, widened by half the per-seed resolution and
-    clipped to [lo, hi].
+                         confidence: float = 0.95, max_in_system: int | str | None = "auto",
+                         seed_confidence: float = SEED_CONFIDENCE,
+                         batches: int = SEED_BATCHES) -> LambdaInterval:
+    """A confidence interval for the mean per-seed stability boundary: bisect each seed
+    separately, then a t-interval over the per-seed boundaries, widened by half the per-seed
+    resolution and clipped to [lo, hi].
 
-    A seed's verdict at a rate uses that run alone (``_seed_state``): stopped by
-    ``max_in_system``, or second-half completion ratio < 1 - eps, means unstable. The same seed
-    at every rate draws from the same random streams, so its verdicts are coupled and its
-    boundary is well defined; the seeds are independent replications of it.
+    A seed's verdict at a rate uses that run alone (``_seed_state``): unstable if stopped by
+    ``max_in_system`` or if the lower ``seed_confidence`` bound of its N(t) slope over
+    [H/2, H], from ``batches`` batch means, lies above 0; else stable. Far below lambda* a false
+    "unstable" has probability about 1 - seed_confidence; just above lambda* the growth is too
+    slow to show in one run, so a seed's boundary x_s lies above lambda* by the smallest excess
+    rate its run can detect, which shrinks as the horizon grows (``docs/stability.md``). The
+    interval therefore estimates E[x_s], the rate at which a run of ``horizon_s`` starts to show
+    growth, an upper estimate of lambda*.
 
-    Raises ConfigError for lo >= hi, lo < 0, iterations < 1, no seeds or a confidence outside
-    (0, 1).
+    Raises ConfigError for lo >= hi, lo < 0, iterations < 1, no seeds, a confidence or
+    seed_confidence outside (0, 1) or batches < 3.
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -313,8 +342,11 @@ def lambda_star_interval(table: Mapping[str, Any], *, seeds: Sequence[int] | Ite
         raise ConfigError("lo", (lo, hi), "0 <= lo < hi")
     if iterations < 1:
         raise ConfigError("iterations", iterations, "an integer >= 1")
-    if not 0 < confidence < 1:
-        raise ConfigError("confidence", confidence, "a number in (0, 1)")
+    for name, value in (("confidence", confidence), ("seed_confidence", seed_confidence)):
+        if not 0 < value < 1:
+            raise ConfigError(name, value, "a number in (0, 1)")
+    if batches < 3:
+        raise ConfigError("batches", batches, "an integer >= 3")
     if not horizon_s > 0:
         raise ConfigError("horizon_s", horizon_s, "a positive number of seconds")
     per_seed = []
@@ -323,7 +355,7 @@ def lambda_star_interval(table: Mapping[str, Any], *, seeds: Sequence[int] | Ite
         for _ in range(iterations):
             mid = (a + b) / 2
             if _seed_state(table, mid, seed, horizon_s, rate_field, max_in_system,
-                           eps) == "stable":
+                           seed_confidence, batches) == "stable":
                 a = mid
             else:
                 b = mid
@@ -338,7 +370,8 @@ def lambda_star_interval(table: Mapping[str, Any], *, seeds: Sequence[int] | Ite
     half += resolution / 2
     # The search cannot speak outside [lo, hi]: few seeds give a t-interval wider than that.
     return LambdaInterval(per_seed, mean, max(float(lo), mean - half),
-                          min(float(hi), mean + half), confidence, resolution)
+                          min(float(hi), mean + half), confidence, resolution,
+                          seed_confidence, batches)
 
 
 def policy_lambda_stars(table: Mapping[str, Any], policies: Sequence[str], *,

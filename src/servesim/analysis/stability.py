@@ -4,6 +4,8 @@ The tests follow the reference ("Detecting stability from a run"), each usable o
 
 - ``backlog_slope``: least-squares slope of W(t) (unprocessed tokens) or N(t) (requests in the
   system) over the second half of a run; ``slope_ci`` turns per-seed slopes into a t-based CI.
+- ``batch_means_slope``: one run's slope over the second half with a batch-means standard
+  error, for a single-run test of growth.
 - ``fluid_slope``: the fluid oracle max(0, lambda*(m_p + m_d) - mu*), tokens/s (Theorem 2).
 - ``completion_ratio``: completed / arrived, optionally within a time window.
 - ``horizon_doubling``: do mean numbers in system grow as the horizon doubles?
@@ -35,8 +37,10 @@ __all__ = [
     "DoublingResult",
     "EnvelopeResult",
     "SlopeCI",
+    "TrendTest",
     "Verdict",
     "backlog_slope",
+    "batch_means_slope",
     "completion_ratio",
     "envelope_growth",
     "fluid_slope",
@@ -157,6 +161,61 @@ def fluid_slope(arrival_rate: float, mean_tokens_per_request: float,
     work-conserving policy's backlog W(t) grows at this rate; below it, the slope is 0.
     """
     return max(0.0, arrival_rate * mean_tokens_per_request - token_capacity)
+
+
+@dataclass(frozen=True)
+class TrendTest:
+    """The slope of one run's series over [H/2, H] from batch means, with its standard error.
+
+    ``slope`` and ``se`` are in units of the series per second; ``batches`` is k, and the
+    standard error has k - 2 degrees of freedom.
+    """
+
+    slope: float
+    se: float
+    batches: int
+
+    def lower(self, confidence: float) -> float:
+        """One-sided lower confidence bound: slope - t_{confidence, k-2} * se."""
+        return self.slope - float(stats.t.ppf(confidence, self.batches - 2)) * self.se
+
+    def growing(self, confidence: float) -> bool:
+        """True iff the lower bound at ``confidence`` lies above 0."""
+        return self.lower(confidence) > 0
+
+
+def batch_means_slope(iterations: pd.DataFrame, horizon_s: float, column: str = "in_system",
+                      batches: int = 5, points: int = GRID_POINTS) -> TrendTest:
+    """Slope of one run's series over [H/2, H] with a standard error that survives
+    autocorrelation.
+
+    The series (``step_values``) is sampled on ``points`` equally spaced times from H/2 to H,
+    cut into ``batches`` = k consecutive blocks of equal length, and each block is averaged.
+    The slope is the ordinary least-squares slope of the k block means against the block
+    centres, and its standard error is sqrt(RSS / (k - 2) / Sxx) from their residuals. A slope
+    over the fine grid cannot use the grid's own residuals, which are correlated over the time
+    a request stays in the system; means of blocks much longer than that are nearly independent.
+    Few, long blocks keep that true (default k = 5, blocks of H/10), at the price of a wide t
+    quantile (k - 2 = 3 degrees of freedom).
+
+    Raises ConfigError if horizon_s <= 0, batches < 3 or points < batches.
+    """
+    if not horizon_s > 0:
+        raise ConfigError("horizon_s", horizon_s, "a positive number of seconds")
+    if batches < 3:
+        raise ConfigError("batches", batches, "an integer >= 3")
+    if points < batches:
+        raise ConfigError("points", points, f"an integer >= batches ({batches})")
+    per = points // batches
+    t = np.linspace(horizon_s / 2, horizon_s, per * batches)
+    means = step_values(iterations, column, t).reshape(batches, per).mean(axis=1)
+    centres = t.reshape(batches, per).mean(axis=1)
+    xc = centres - centres.mean()
+    sxx = float(np.dot(xc, xc))
+    slope = float(np.dot(xc, means - means.mean()) / sxx)
+    resid = means - means.mean() - slope * xc
+    se = math.sqrt(float(np.dot(resid, resid)) / (batches - 2) / sxx)
+    return TrendTest(slope, se, batches)
 
 
 # -- completion ratio ---------------------------------------------------------------------------

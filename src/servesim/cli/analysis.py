@@ -132,7 +132,8 @@ def _flatten(report: dict[str, Any], prefix: str = ""):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option("--empirical", is_flag=True,
               help="Also bisect for each policy's empirical lambda* from simulation, with a "
-                   "95% CI from per-seed bisections.")
+                   "95% CI of the mean per-seed detection boundary (an upper estimate of "
+                   "lambda*; see docs/stability.md).")
 @click.option("--policies", default=None,
               help="Comma-separated batching systems for --empirical (default: the scenario's).")
 @click.option("--seeds", default=8, show_default=True, type=click.IntRange(min=2),
@@ -159,8 +160,9 @@ def capacity(scenario: Path, overrides: Sequence[str], as_json: bool, empirical:
     console = Console()
     _print_report(report, console)
     if frame is not None:
-        table = Table(title="empirical lambda* (bisection bracket over all seeds, and a 95% "
-                            "CI from per-seed bisections; requests/s)")
+        table = Table(title="empirical lambda* (bisection bracket over all seeds; 95% CI of the "
+                            "mean per-seed detection boundary, an upper estimate of lambda*; "
+                            "requests/s)")
         for col in ("policy", "lo", "hi", "95% CI", "theory", "ratio"):
             table.add_column(col)
         for row in frame.itertuples():
