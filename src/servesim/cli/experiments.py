@@ -87,7 +87,7 @@ def sweep(sweep_file: Path, out_dir: Path, executor: str, workers: int | None,
     loaded = load_sweep(sweep_file)
     with _term_as_interrupt(), _sweep_progress(as_json) as progress:
         run = run_sweep(loaded, out_dir, executor=executor, workers=workers, address=address,
-                        progress=progress)
+                        progress=progress, notice=lambda text: click.echo(text, err=True))
     stats = {"sweep": loaded.name, "out": str(run.out_dir), "points": run.total,
              "skipped": run.skipped, "ran": run.ran, "wall_s": round(run.wall_s, 3),
              "sim_wall_s": round(run.sim_wall_s, 3)}
@@ -104,11 +104,15 @@ def sweep(sweep_file: Path, out_dir: Path, executor: str, workers: int | None,
 @click.argument("sql")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON records.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the rows as CSV.")
-def query(sweep_dir: Path, sql: str, as_json: bool, as_csv: bool) -> None:
-    """Run SQL against a sweep folder: views points, requests and iterations."""
+@click.option("--all-points", "every_point", is_flag=True,
+              help="Include points of earlier versions of the sweep run into DIR.")
+def query(sweep_dir: Path, sql: str, as_json: bool, as_csv: bool, every_point: bool) -> None:
+    """Run SQL against a sweep folder: views points, requests and iterations.
+
+    The views cover the points of the sweep last run into DIR (see --all-points)."""
     from servesim.experiments.store import query as run_query
 
-    frame = run_query(sweep_dir, sql)
+    frame = run_query(sweep_dir, sql, every_point=every_point)
     if as_json:
         click.echo(frame.to_json(orient="records", indent=2))
     elif as_csv:

@@ -10,13 +10,16 @@ Executors yield ``PointResult``s as points finish, in any order:
   disk.
 
 Whatever the executor, only this process writes the catalogue, one row per finished point,
-after the point's files are in place. Results do not depend on the executor: each point is a
+after the point's files are in place. A catalogue that another process keeps locked during the
+sweep costs nothing: the records wait in the points' folders, and the final message says that
+the next run adds them. Results do not depend on the executor: each point is a
 pure function of its scenario table and seed.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from typing import Any
 
 from servesim.core.errors import ConfigError
 from servesim.core.registry import lookup
+from servesim.experiments import store
 from servesim.experiments.runner import (
     PointError,
     PointResult,
@@ -32,7 +36,13 @@ from servesim.experiments.runner import (
     run_point,
     write_point,
 )
-from servesim.experiments.store import LOCK_WAIT_S, finished_ids, record_points
+from servesim.experiments.store import (
+    catalog_error,
+    finished_ids,
+    is_lock_error,
+    record_points,
+    write_sweep_file,
+)
 from servesim.experiments.sweep import Point, Sweep
 
 __all__ = ["EXECUTORS", "SweepRun", "run_sweep"]
@@ -60,6 +70,7 @@ class SweepRun:
 
 
 Progress = Callable[[str, int, int], None]
+Notice = Callable[[str], None]
 
 FLUSH_S = 2.0
 """Seconds between catalogue writes during a sweep: one transaction per batch keeps the parent
@@ -69,7 +80,7 @@ its folder by the next run."""
 
 def run_sweep(sweep: Sweep, out_dir: str | Path, *, executor: str = "local",
               workers: int | None = None, address: str | None = None,
-              progress: Progress | None = None) -> SweepRun:
+              progress: Progress | None = None, notice: Notice | None = None) -> SweepRun:
     """Run every point of ``sweep`` that ``out_dir`` has not finished yet.
 
     ``progress(point_id, done, todo)`` is called once with ``done = 0`` before any point runs,
@@ -78,8 +89,14 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, executor: str = "local",
     ``"ray://HOST:PORT"``; default: an instance already initialised in this process, else a
     new local one).
 
-    Raises ConfigError for an unknown executor or a bad worker count, PointError (one line,
-    naming the point) if a point fails; finished points stay recorded either way.
+    ``out_dir/sweep.json`` records this sweep's point ids. If it held a different sweep (the
+    file was edited since), the run goes on and ``notice`` gets one line saying so: the earlier
+    points stay on disk and in the catalogue, but the views and the report now cover this
+    sweep's points only.
+
+    Raises ConfigError for an unknown executor, a bad worker count, or a catalogue that cannot
+    be opened or written (finished points stay in their folders); PointError (one line, naming
+    the point) if a point fails; finished points stay recorded either way.
     """
     run = lookup(EXECUTORS, executor, "--executor")
     if workers is not None and workers < 1:
@@ -87,13 +104,18 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, executor: str = "local",
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     known = finished_ids(out)
-    done_ids = known | _recover(sweep, out, known)
+    pending: list[dict[str, Any]] = []
+    done_ids = known | _recover(sweep, out, known, pending)
+    previous = write_sweep_file(out, sweep.name, [p.point_id for p in sweep.points])
+    if previous is not None and notice is not None:
+        notice(f"note: {out} held another version of this sweep (fingerprint {previous}); its "
+               "points stay on disk, but queries and the report now show only this "
+               "version's points (query --all-points shows every point)")
     todo = [p for p in sweep.points if p.point_id not in done_ids]
     by_id = {p.point_id: p for p in todo}
     start = time.perf_counter()
     sim_wall = 0.0
     base_dir = str(sweep.base_dir) if sweep.base_dir is not None else None
-    pending: list[dict[str, Any]] = []
     flushed = time.monotonic()
     if progress is not None:
         progress("", 0, len(todo))
@@ -109,33 +131,57 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, executor: str = "local",
             sim_wall += float(result.record["row"].get("sim_wall_s") or 0.0)
             if progress is not None:
                 progress(point.point_id, count, len(todo))
-            if time.monotonic() - flushed >= FLUSH_S and _flush(out, pending, wait_s=0.5):
-                pending, flushed = [], time.monotonic()
-    finally:
-        _flush(out, pending, wait_s=LOCK_WAIT_S)
+            if time.monotonic() - flushed >= FLUSH_S:
+                # A held catalogue is retried at the next interval, not after every point.
+                if _flush(out, pending, 0.5) is None:
+                    pending = []
+                flushed = time.monotonic()
+    except BaseException:
+        _flush(out, pending, store.LOCK_WAIT_S)
+        raise
+    error = _flush(out, pending, store.LOCK_WAIT_S)
+    if error is not None:
+        problem = "held by another process" if is_lock_error(error) else str(error)
+        raise ConfigError(str(out / store.CATALOG), _short(problem),
+                          f"a catalogue free to write: every point ran and is saved in its "
+                          f"folder, but {len(pending)} are not catalogued yet; "
+                          "run the sweep again to add them (nothing is simulated twice)")
     return SweepRun(out_dir=out, total=len(sweep.points), skipped=len(sweep.points) - len(todo),
                     ran=len(todo), wall_s=time.perf_counter() - start, sim_wall_s=sim_wall)
 
 
-def _flush(out: Path, records: list[dict[str, Any]], wait_s: float) -> bool:
-    """Record ``records``; False if a reader kept the catalogue locked for ``wait_s`` (the
-    records stay in their points' folders, so a later flush or the next run adds them)."""
+def _flush(out: Path, records: list[dict[str, Any]], wait_s: float) -> Exception | None:
+    """Record ``records``; return the error if the catalogue could not take them (a reader
+    kept it locked for ``wait_s``, or it broke mid-sweep). The records stay in their points'
+    folders, so a later flush or the next run adds them."""
     import duckdb
 
+    if not records:
+        return None
     try:
         record_points(out, records, wait_s=wait_s)
-    except duckdb.IOException as e:
-        if "lock" not in str(e).lower():
-            raise
-        return False
-    return True
+    except duckdb.Error as e:
+        return e
+    return None
 
 
-def _recover(sweep: Sweep, out: Path, known: set[str]) -> set[str]:
-    """Catalogue the points that finished (left ``point.json``) but were not yet recorded."""
+def _short(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= 160 else flat[:157] + "..."
+
+
+def _recover(sweep: Sweep, out: Path, known: set[str],
+             pending: list[dict[str, Any]] | None = None) -> set[str]:
+    """Catalogue the points that finished (left ``point.json``) but were not yet recorded;
+    return their ids. If another process holds the catalogue and ``pending`` is given, the
+    records join ``pending`` for the sweep's later writes instead."""
     records = [r for p in sweep.points if p.point_id not in known
                for r in [read_record(out, p.point_id)] if r is not None]
-    record_points(out, records)
+    error = _flush(out, records, store.LOCK_WAIT_S)
+    if error is not None:
+        if pending is None or not is_lock_error(error):
+            raise catalog_error(out, error)
+        pending.extend(records)
     return {r["point_id"] for r in records}
 
 
@@ -153,7 +199,34 @@ def _serial(points: Sequence[Point], base_dir: str | None, out: Path, workers: i
         yield run_point(point, base_dir, str(out), name)
 
 
+_PARENT_PID: int | None = None
+"""The sweep process that started this pool worker (set by ``_worker_init``)."""
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Make a pool worker end with the sweep process, even one killed by SIGKILL, which runs
+    no clean-up: orphaned workers would go on simulating points nobody records."""
+    global _PARENT_PID
+    _PARENT_PID = parent_pid
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass  # the per-point check below still applies
+    _exit_if_orphaned()
+
+
+def _exit_if_orphaned() -> None:
+    if _PARENT_PID is not None and os.getppid() != _PARENT_PID:
+        os._exit(0)
+
+
 def _call(args: tuple[Point, str | None, str, str]) -> PointResult:
+    _exit_if_orphaned()
     return run_point(*args)
 
 
@@ -167,7 +240,8 @@ def _local(points: Sequence[Point], base_dir: str | None, out: Path, workers: in
     if n == 1:
         yield from _serial(points, base_dir, out, workers, address, name)
         return
-    pool = multiprocessing.get_context("spawn").Pool(processes=n)
+    pool = multiprocessing.get_context("spawn").Pool(processes=n, initializer=_worker_init,
+                                                      initargs=(os.getpid(),))
     try:
         jobs = [(p, base_dir, str(out), name) for p in points]
         yield from pool.imap_unordered(_call, jobs, chunksize=1)

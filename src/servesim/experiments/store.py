@@ -6,6 +6,10 @@ Layout of a sweep folder ``DIR``:
   ``iterations.parquet`` (written by ``experiments.outputs``), then ``point.json``, its catalogue
   record, last. A folder with ``point.json`` holds a finished point; one without it belongs to a
   point that was in flight when a sweep stopped, and the next run simulates it again.
+- ``DIR/sweep.json``: the sweep that last ran into ``DIR``: its name, the ids of its points and
+  a fingerprint of that list. Points of an earlier version of the sweep (one whose file has since
+  changed) stay on disk and in the catalogue, but the views show only the current sweep's
+  points unless asked for every point.
 - ``DIR/catalog.duckdb``: table ``catalog``, one row per finished point (its parameters as
   JSON, seed and summary metrics). Only the sweep's parent process writes it, in batches, opening
   and closing the database each time so that readers (``servesim query``) can look while a
@@ -15,10 +19,15 @@ Layout of a sweep folder ``DIR``:
 ``query`` opens the catalogue read-only and exposes the views ``points`` (the catalogue with
 one column per sweep parameter, dots in names turned into underscores), ``requests`` and
 ``iterations`` (every finished point's rows, with ``point_id``).
+
+A catalogue that cannot be opened (another process holds its lock past ``LOCK_WAIT_S``, or the
+file is damaged) is a one-line ConfigError, never a traceback; the finished points themselves
+stay safe in their folders, and a damaged catalogue is rebuilt from them by the next run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterable, Mapping
@@ -31,9 +40,11 @@ from servesim.experiments.runner import METRIC_COLUMNS
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["CATALOG", "CATALOG_COLUMNS", "finished_ids", "open_views", "query", "record_points"]
+__all__ = ["CATALOG", "CATALOG_COLUMNS", "SWEEP_FILE", "catalog_error", "finished_ids",
+           "open_views", "query", "record_points", "sweep_ids", "write_sweep_file"]
 
 CATALOG = "catalog.duckdb"
+SWEEP_FILE = "sweep.json"
 KEY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("point_id", "VARCHAR PRIMARY KEY"),
     ("sweep", "VARCHAR"),
@@ -47,12 +58,12 @@ LOCK_WAIT_S = 10.0
 """How long a reader or the sweep waits for the catalogue while another process holds it."""
 
 
-def _connect(path: Path, read_only: bool = False, wait_s: float = LOCK_WAIT_S):
-    """Open the catalogue, waiting up to ``wait_s`` while another process holds its lock
-    (a sweep flushing records, or a reader)."""
+def _connect(path: Path, read_only: bool = False, wait_s: float | None = None):
+    """Open the catalogue, waiting up to ``wait_s`` (default ``LOCK_WAIT_S``) while another
+    process holds its lock (a sweep flushing records, or a reader)."""
     import duckdb
 
-    deadline = time.monotonic() + wait_s
+    deadline = time.monotonic() + (LOCK_WAIT_S if wait_s is None else wait_s)
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
@@ -67,25 +78,102 @@ def _create(con) -> None:
     con.execute(f"CREATE TABLE IF NOT EXISTS catalog ({cols})")
 
 
+def is_lock_error(error: Exception) -> bool:
+    """Whether a DuckDB error says another process holds the database file."""
+    import duckdb
+
+    return isinstance(error, duckdb.IOException) and "lock" in str(error).lower()
+
+
+def catalog_error(out_dir: str | Path, error: Exception) -> ConfigError:
+    """A DuckDB error on the catalogue as one line saying what to do about it."""
+    path = Path(out_dir) / CATALOG
+    if is_lock_error(error):
+        expected = ("a catalogue no other process holds (another sweep or a reader has it "
+                    "open); try again once it is closed")
+    else:
+        expected = ("a readable DuckDB catalogue; finished points are kept in their "
+                    f"folders (points/*/point.json), so removing {path.name} and running "
+                    "the sweep again rebuilds it")
+    return ConfigError(str(path), _one_line(str(error), 200), expected)
+
+
 def finished_ids(out_dir: str | Path) -> set[str]:
-    """The ids of the points with a catalogue row (none if there is no catalogue yet)."""
+    """The ids of the points with a catalogue row (none if there is no catalogue yet).
+
+    Raises ConfigError if the catalogue is held by another process or cannot be read.
+    """
+    import duckdb
+
     path = Path(out_dir) / CATALOG
     if not path.exists():
         return set()
-    con = _connect(path)
     try:
-        _create(con)
-        return {r[0] for r in con.execute("SELECT point_id FROM catalog").fetchall()}
-    finally:
-        con.close()
+        con = _connect(path, read_only=True)
+        try:
+            if not _has_catalog(con, None):
+                return set()
+            return {r[0] for r in con.execute("SELECT point_id FROM catalog").fetchall()}
+        finally:
+            con.close()
+    except duckdb.Error as e:
+        raise catalog_error(out_dir, e) from None
+
+
+def _has_catalog(con, database: str | None) -> bool:
+    """Whether the catalogue file (``database``, or the connection's own) has its table."""
+    where = "database_name = current_database()" if database is None else "database_name = ?"
+    rows = con.execute(f"SELECT 1 FROM duckdb_tables() WHERE {where} AND "
+                       "table_name = 'catalog'", [] if database is None else [database])
+    return bool(rows.fetchall())
+
+
+def fingerprint(point_ids: Iterable[str]) -> str:
+    """A short hash of a sweep's point ids: equal exactly when the sweeps have the same
+    points."""
+    text = "\n".join(sorted(point_ids))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def write_sweep_file(out_dir: str | Path, name: str, point_ids: list[str]) -> str | None:
+    """Record the sweep now running into ``out_dir`` in ``sweep.json``; return the fingerprint
+    of the sweep recorded there before if it was a different one, else None."""
+    from servesim.experiments.outputs import _atomic_write
+
+    path = Path(out_dir) / SWEEP_FILE
+    previous = _read_sweep_file(out_dir)
+    current = fingerprint(point_ids)
+    text = json.dumps({"name": name, "fingerprint": current, "point_ids": list(point_ids)},
+                      indent=1)
+    _atomic_write(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+    if previous is None or previous.get("fingerprint") == current:
+        return None
+    return str(previous.get("fingerprint"))
+
+
+def _read_sweep_file(out_dir: str | Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((Path(out_dir) / SWEEP_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def sweep_ids(out_dir: str | Path) -> list[str] | None:
+    """The point ids of the sweep that last ran into ``out_dir`` (None if unknown: a folder
+    written before ``sweep.json`` existed, whose points all count)."""
+    data = _read_sweep_file(out_dir)
+    ids = data.get("point_ids") if data else None
+    return [str(i) for i in ids] if isinstance(ids, list) else None
 
 
 def record_points(out_dir: str | Path, records: Iterable[Mapping[str, Any]],
-                  wait_s: float = LOCK_WAIT_S) -> int:
+                  wait_s: float | None = None) -> int:
     """Insert (or replace) finished points' records in one transaction; return how many.
 
     A record is what a point leaves in its ``point.json``: point_id, sweep, seed, params and
-    ``row`` (values for the metric columns).
+    ``row`` (values for the metric columns). DuckDB errors propagate: the caller decides
+    whether the records can wait for a later write.
     """
     names = [name for name, _ in CATALOG_COLUMNS]
     now = time.time()
@@ -114,25 +202,28 @@ def record_points(out_dir: str | Path, records: Iterable[Mapping[str, Any]],
     return len(batch)
 
 
-def query(out_dir: str | Path, sql: str) -> pd.DataFrame:
+def query(out_dir: str | Path, sql: str, every_point: bool = False) -> pd.DataFrame:
     """Run ``sql`` against a sweep folder's views and return a pandas DataFrame.
 
     Views: ``points`` (the catalogue plus a column per parameter), ``requests`` and
     ``iterations`` (each finished point's Parquet rows with a ``point_id`` column; empty views
-    with only ``point_id`` when no point has finished).
+    with only ``point_id`` when no point has finished). They cover the points of the sweep
+    that last ran into ``out_dir``, or with ``every_point`` every catalogued point, earlier
+    versions of the sweep included.
 
-    Raises ConfigError if ``out_dir`` holds no catalogue or the SQL fails (the database's
-    message, on one line).
+    Raises ConfigError if ``out_dir`` holds no readable catalogue, the SQL fails (the
+    database's message, on one line) or returns no rows at all (an empty or comment-only
+    text, a statement that is not a query).
     """
     import duckdb
 
+    con = open_views(out_dir, every_point=every_point)
     try:
-        con = open_views(out_dir)
-    except duckdb.Error as e:
-        raise ConfigError("DIR", str(out_dir), f"a readable sweep catalogue ("
-                          f"{_one_line(str(e), 300)})") from None
-    try:
-        return con.execute(sql).df()
+        result = con.execute(sql)
+        if con.description is None:
+            raise ConfigError("sql", _one_line(sql, 80), "a query that returns rows, such as "
+                              "SELECT * FROM points")
+        return result.df()
     except duckdb.Error as e:
         raise ConfigError("sql", _one_line(sql, 80), f"a query DuckDB accepts ("
                           f"{_one_line(str(e), 300)})") from None
@@ -140,10 +231,11 @@ def query(out_dir: str | Path, sql: str) -> pd.DataFrame:
         con.close()
 
 
-def open_views(out_dir: str | Path):
-    """An in-memory DuckDB connection with the sweep's catalogue attached and the views set up.
+def open_views(out_dir: str | Path, every_point: bool = False):
+    """An in-memory DuckDB connection with the sweep's catalogue attached and the views set up
+    (``every_point`` as in ``query``).
 
-    Raises ConfigError if ``out_dir`` holds no catalogue.
+    Raises ConfigError if ``out_dir`` holds no catalogue, or one that cannot be opened.
     """
     import duckdb
 
@@ -152,26 +244,49 @@ def open_views(out_dir: str | Path):
     if not path.is_file():
         raise ConfigError("DIR", str(out), f"a sweep folder holding {CATALOG} "
                                            "(written by servesim sweep)")
+    ids = None if every_point else sweep_ids(out)
     con = duckdb.connect()
     try:
         _attach(con, path)
+        if not _has_catalog(con, "cat"):
+            raise ConfigError(str(path), "no catalog table", "a catalogue written by servesim "
+                              "sweep (running the sweep again rebuilds it)")
+        _current_catalog(con, ids)
         fixed = {name for name, _ in CATALOG_COLUMNS}
         extra = [f'{_extract(p, kind)} AS "{_column(p)}"'
                  for p, kind in _param_types(con).items() if _column(p) not in fixed]
         select = ", ".join(["*", *extra])
-        con.execute(f"CREATE TEMP VIEW points AS SELECT {select} FROM cat.catalog")
+        con.execute(f"CREATE TEMP VIEW points AS SELECT {select} FROM current_catalog")
         for name in TABLES:
             con.execute(_table_view(out, name))
-    except duckdb.Error:
+    except duckdb.Error as e:
+        con.close()
+        raise catalog_error(out, e) from None
+    except BaseException:
         con.close()
         raise
     return con
 
 
-def _attach(con, path: Path, wait_s: float = LOCK_WAIT_S) -> None:
+def _current_catalog(con, ids: list[str] | None) -> None:
+    """The view ``current_catalog``: the catalogue rows of ``ids`` (every row if None)."""
+    if ids is None:
+        con.execute("CREATE TEMP VIEW current_catalog AS SELECT * FROM cat.catalog")
+        return
+    import pandas as pd
+
+    con.register("sweep_ids_frame", pd.DataFrame({"point_id": pd.Series(ids, dtype=str)}))
+    con.execute("CREATE TEMP TABLE sweep_ids AS SELECT point_id::VARCHAR AS point_id "
+                "FROM sweep_ids_frame")
+    con.unregister("sweep_ids_frame")
+    con.execute("CREATE TEMP VIEW current_catalog AS SELECT * FROM cat.catalog "
+                "WHERE point_id IN (SELECT point_id FROM sweep_ids)")
+
+
+def _attach(con, path: Path, wait_s: float | None = None) -> None:
     import duckdb
 
-    deadline = time.monotonic() + wait_s
+    deadline = time.monotonic() + (LOCK_WAIT_S if wait_s is None else wait_s)
     while True:
         try:
             con.execute(f"ATTACH {_sql_str(str(path))} AS cat (READ_ONLY)")
@@ -189,14 +304,14 @@ def _table_view(out: Path, name: str) -> str:
     pattern = _sql_str(str(out / "points" / "*" / f"{name}.parquet"))
     return (f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({pattern}, "
             "hive_partitioning = true, hive_types_autocast = false, union_by_name = true) "
-            "WHERE point_id IN (SELECT point_id FROM cat.catalog)")
+            "WHERE point_id IN (SELECT point_id FROM current_catalog)")
 
 
 def _param_types(con) -> dict[str, str]:
     """Each parameter's SQL type: DOUBLE if every value is a number, BOOLEAN if every value is
     a boolean, VARCHAR if a string, else JSON."""
     kinds: dict[str, set[str]] = {}
-    for (text,) in con.execute("SELECT params FROM cat.catalog").fetchall():
+    for (text,) in con.execute("SELECT params FROM current_catalog").fetchall():
         for key, value in json.loads(text).items():
             kinds.setdefault(key, set()).add(_kind(value))
     return {key: (k.pop() if len(k) == 1 else "JSON") for key, k in kinds.items()}

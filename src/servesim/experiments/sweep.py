@@ -22,12 +22,14 @@ it sets ``workload.arrival.rate_per_s`` from the theoretical lambda* (``theory.c
 point's own scenario, so the same loads mean the same thing for every budget or cost model.
 
 Every point is validated when the sweep is loaded, before anything runs, so a bad value fails
-with one ConfigError line naming the field.
+with one ConfigError line naming the field. A sweep may hold at most ``MAX_POINTS`` points
+(combinations times seeds); the count is checked before anything is expanded.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -42,12 +44,17 @@ from servesim.core.fields import check_keys, integer, table
 from servesim.core.tomlfile import read_toml
 from servesim.scenario import SECTIONS, Scenario, load_scenario, scenario_from_dict, set_field
 
-__all__ = ["LOAD_AXIS", "RATE_FIELD", "Point", "Sweep", "load_sweep", "sweep_from_dict"]
+__all__ = ["LOAD_AXIS", "MAX_POINTS", "RATE_FIELD", "Point", "Sweep", "load_sweep",
+           "sweep_from_dict"]
 
 SWEEP_SECTIONS = ("sweep", "grid", "zip")
 SWEEP_KEYS = ("scenario", "name", "seeds", "set")
 LOAD_AXIS = "load"
 RATE_FIELD = "workload.arrival.rate_per_s"
+SEED_FIELD = "run.seed"
+MAX_POINTS = 100_000
+"""Most points a sweep may hold: every point is built and validated when the sweep loads, so a
+larger count would only exhaust memory before the first simulation."""
 
 
 @dataclass(frozen=True)
@@ -55,8 +62,9 @@ class Point:
     """One simulation of a sweep: the base scenario with ``params`` set, run with ``seed``.
 
     Attributes:
-        point_id: a short hash of the base scenario, the parameters and the seed; the name of
-            the point's folder and its key in the catalogue.
+        point_id: a short hash of the point's resolved scenario table (seed included), its
+            parameters, the contents of the files the base scenario names and servesim's
+            version; the name of the point's folder and its key in the catalogue.
         params: axis name -> value, in the sweep's axis order.
         seed: the root seed.
         table: the point's scenario table (every override and the load applied).
@@ -113,16 +121,27 @@ def sweep_from_dict(raw: Mapping[str, Any], base_dir: Path | None = None,
         set_field(base, key, value)
     groups = _axis_groups(raw)
     axes = tuple(axis for group in groups for axis in group)
+    for axis in axes:
+        # The load axis sets the arrival rate, so a fixed rate would be overwritten too.
+        swept = RATE_FIELD if axis == LOAD_AXIS else axis
+        if swept in fixed:
+            raise ConfigError(f"sweep.set.{swept}", swept, "a field either in sweep.set or "
+                                                           "swept by an axis, not both")
     if LOAD_AXIS in axes and RATE_FIELD in axes:
         raise ConfigError(f"grid.{RATE_FIELD}", RATE_FIELD,
                           f"either {LOAD_AXIS} or {RATE_FIELD} as an axis, not both")
     seeds = _seeds(head.get("seeds"), base)
-    base_hash = _digest(base)
+    combos = math.prod(len(next(iter(group.values()))) for group in groups)
+    if combos * len(seeds) > MAX_POINTS:
+        raise ConfigError("sweep.seeds", f"{combos} combinations x {len(seeds)} seeds",
+                          f"at most {MAX_POINTS} points in one sweep (split it into several)")
+    hashes: dict[str, str | None] = {}
     points = []
     for params in _combinations(groups):
         point_table = _point_table(base, params, scenario_dir)
+        files = _file_digests(point_table, scenario_dir, hashes)
         for seed in seeds:
-            points.append(_point(point_table, params, seed, base_hash, scenario_dir))
+            points.append(_point(point_table, params, seed, files, scenario_dir))
     return Sweep(name=name, base_dir=scenario_dir, axes=axes, points=tuple(points))
 
 
@@ -147,15 +166,24 @@ def _base_table(head: Mapping[str, Any], base_dir: Path | None) -> tuple[dict[st
 def _flatten(spec: Mapping[str, Any], field: str, *, leaf_lists: bool) -> dict[str, Any]:
     """Nested tables -> dotted keys. With ``leaf_lists`` every leaf must be a list (an axis)."""
     out: dict[str, Any] = {}
+
+    def put(key: str, value: Any) -> None:
+        # A quoted dotted key and a nested table can name the same field; TOML allows both.
+        if key in out:
+            what = "an axis" if leaf_lists else "a field"
+            raise ConfigError(f"{field}.{key}", key, f"{what} named once (here both as a "
+                                                     "dotted key and inside a table)")
+        out[key] = value
+
     for key, value in spec.items():
         if isinstance(value, dict):
             for sub, leaf in _flatten(value, f"{field}.{key}", leaf_lists=leaf_lists).items():
-                out[f"{key}.{sub}"] = leaf
+                put(f"{key}.{sub}", leaf)
         elif leaf_lists and (not isinstance(value, list) or not value):
             raise ConfigError(f"{field}.{key}", value,
                               "a non-empty list of values (one per point)")
         else:
-            out[key] = value
+            put(key, value)
     return out
 
 
@@ -171,6 +199,9 @@ def _check_field(key: str, where: str) -> None:
     if len(parts) == 1 and key != LOAD_AXIS:
         raise ConfigError(f"{where}.{key}", key, "a field inside a section, such as "
                                                  f"{key}.<name>")
+    if key == SEED_FIELD:
+        raise ConfigError(f"{where}.{key}", key, "seeds given by sweep.seeds (a count or a "
+                                                 "list), which replace run.seed at every point")
 
 
 def _axis_groups(raw: Mapping[str, Any]) -> list[dict[str, list[Any]]]:
@@ -180,6 +211,7 @@ def _axis_groups(raw: Mapping[str, Any]) -> list[dict[str, list[Any]]]:
     grid = _flatten(table(raw.get("grid", {}), "grid"), "grid", leaf_lists=True)
     for axis, values in grid.items():
         _check_field(axis, "grid")
+        _check_distinct({axis: values}, "grid")
         groups.append({axis: values})
         seen.add(axis)
     zips = raw.get("zip", [])
@@ -199,9 +231,40 @@ def _axis_groups(raw: Mapping[str, Any]) -> list[dict[str, list[Any]]]:
             if axis in seen:
                 raise ConfigError(f"{field}.{axis}", axis, "an axis named once in the sweep")
             seen.add(axis)
+        _check_distinct(axes, field)
         if axes:
             groups.append(axes)
     return groups
+
+
+def _check_distinct(group: Mapping[str, list[Any]], field: str) -> None:
+    """Repeated values would make the same point twice, simulated at once into one folder."""
+    if not group:
+        return
+    keys = [_canonical([values[i] for values in group.values()])
+            for i in range(len(next(iter(group.values()))))]
+    for i, key in enumerate(keys):
+        if key in keys[:i]:
+            first = keys.index(key)
+            axis = ", ".join(f"{field}.{a}" for a in group)
+            values = [group[a][i] for a in group]
+            raise ConfigError(axis, values[0] if len(values) == 1 else values,
+                              f"distinct values along the axis (entries {first} and {i} are "
+                              "the same point)")
+
+
+def _canonical(value: Any) -> str:
+    """A text key under which 1 and 1.0 are equal but True and 1 are not."""
+    def norm(v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int | float | list | dict):
+            return v
+        if isinstance(v, list):
+            return [norm(x) for x in v]
+        if isinstance(v, dict):
+            return {k: norm(x) for k, x in v.items()}
+        return float(v)
+
+    return json.dumps(norm(value), sort_keys=True, default=str)
 
 
 def _combinations(groups: Sequence[Mapping[str, list[Any]]]) -> Iterator[dict[str, Any]]:
@@ -225,7 +288,10 @@ def _seeds(spec: Any, base: Mapping[str, Any]) -> list[int]:
         if len(set(seeds)) != len(seeds):
             raise ConfigError("sweep.seeds", spec, "distinct seeds")
         return seeds
-    return list(range(integer(spec, "sweep.seeds", low=1)))
+    count = integer(spec, "sweep.seeds", low=1)
+    if count > MAX_POINTS:
+        raise ConfigError("sweep.seeds", count, f"at most {MAX_POINTS} points in one sweep")
+    return list(range(count))
 
 
 def _point_table(base: Mapping[str, Any], params: Mapping[str, Any],
@@ -239,7 +305,16 @@ def _point_table(base: Mapping[str, Any], params: Mapping[str, Any],
         load = params[LOAD_AXIS]
         if isinstance(load, bool) or not isinstance(load, int | float) or not load > 0:
             raise ConfigError(f"grid.{LOAD_AXIS}", load, "a positive fraction of lambda*")
-        lam = _capacity(scenario_from_dict(out, base_dir=scenario_dir))[0]
+        scenario = scenario_from_dict(out, base_dir=scenario_dir)
+        arrival = scenario.workload.arrival
+        # Every process reports a long-run rate, but only some have one rate field to scale.
+        if not dataclasses.is_dataclass(arrival) or "rate_per_s" not in {
+                f.name for f in dataclasses.fields(arrival)}:
+            kind = out.get("workload", {}).get("arrival", {}).get("kind")
+            raise ConfigError(f"grid.{LOAD_AXIS}", load, "arrivals with a single rate_per_s "
+                              f"to scale; workload.arrival.kind = {kind!r} has no single rate "
+                              "(sweep its own rate fields instead)")
+        lam = _capacity(scenario)[0]
         if not math.isfinite(lam):
             raise ConfigError(f"grid.{LOAD_AXIS}", load, "a scenario whose lambda* the theory "
                                                          "gives (use workload.arrival."
@@ -261,15 +336,56 @@ def _capacity(scenario: Scenario) -> tuple[float, float, float]:
             float(cap.mean_tokens.value))
 
 
-def _point(point_table: dict[str, Any], params: dict[str, Any], seed: int, base_hash: str,
-           scenario_dir: Path | None) -> Point:
+def _point(point_table: dict[str, Any], params: dict[str, Any], seed: int,
+           files: Mapping[str, str], scenario_dir: Path | None) -> Point:
+    from servesim import __version__
+
     table_with_seed = copy.deepcopy(point_table)
     table_with_seed.setdefault("run", {})["seed"] = seed
     scenario = scenario_from_dict(table_with_seed, base_dir=scenario_dir)
     lam, mu, m = _capacity(scenario)
-    point_id = _digest({"base": base_hash, "params": params, "seed": seed})[:16]
+    # The resolved table (load already turned into a rate), the files it names and the
+    # version: a changed formula, trace or simulator gives new points instead of stale ones.
+    point_id = _digest({"table": table_with_seed, "params": params, "files": dict(files),
+                        "version": __version__})[:16]
     return Point(point_id=point_id, params=dict(params), seed=seed, table=table_with_seed,
                  lambda_star=lam, token_capacity=mu, mean_tokens=m)
+
+
+def _file_digests(point_table: Mapping[str, Any], scenario_dir: Path | None,
+                  cache: dict[str, str | None]) -> dict[str, str]:
+    """Content hashes of the files a point's scenario names (traces, profiles), by name.
+
+    Any string value naming an existing file counts; ``cache`` keeps each name's hash (None
+    for a string that names no file) so every file is read once per sweep.
+    """
+    out: dict[str, str] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+        elif isinstance(node, str) and node:
+            if node not in cache:
+                cache[node] = _file_hash(node, scenario_dir)
+            if cache[node] is not None:
+                out[node] = cache[node]
+
+    walk(point_table)
+    return out
+
+
+def _file_hash(name: str, scenario_dir: Path | None) -> str | None:
+    path = Path(name)
+    if not path.is_absolute() and scenario_dir is not None:
+        path = scenario_dir / path
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _digest(obj: Any) -> str:

@@ -8,8 +8,11 @@ plus every figure as ``DIR/figures/<name>.png`` and ``.svg``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from servesim.experiments.outputs import _atomic_write
@@ -40,13 +43,37 @@ window.addEventListener("load", function () {
 def build_report(out_dir: str | Path, out_file: str | Path | None = None) -> Path:
     """Write the report of the sweep in ``out_dir``; return the HTML file's path.
 
-    Raises ConfigError if ``out_dir`` holds no sweep catalogue.
+    The report covers the points of the sweep last run into ``out_dir`` (``sweep.json``).
+    Raises ConfigError if ``out_dir`` holds no readable sweep catalogue.
     """
-    from servesim.report.data import load_report_data, stability_table
-    from servesim.report.figures import FIGURES, render
+    from servesim.report.data import load_report_data
 
     out = Path(out_dir)
     data = load_report_data(out)
+    with _matplotlib_config(out):
+        return _build(out, data, out_file)
+
+
+@contextlib.contextmanager
+def _matplotlib_config(out: Path) -> Iterator[None]:
+    """Point matplotlib's config and font cache at a temporary folder inside the sweep folder,
+    removed afterwards, unless MPLCONFIGDIR is set: by default matplotlib writes them under the
+    home folder. Takes effect only if matplotlib is not imported yet."""
+    if os.environ.get("MPLCONFIGDIR"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix=".mplconfig-", dir=out) as tmp:
+        os.environ["MPLCONFIGDIR"] = tmp
+        try:
+            yield
+        finally:
+            os.environ.pop("MPLCONFIGDIR", None)
+
+
+def _build(out: Path, data, out_file: str | Path | None) -> Path:
+    from servesim.report.data import stability_table
+    from servesim.report.figures import FIGURES, render
+
     fig_dir = out / FIGURE_DIR
     fig_dir.mkdir(parents=True, exist_ok=True)
     sections = []

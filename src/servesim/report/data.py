@@ -12,6 +12,7 @@ import pandas as pd
 from scipy import stats
 
 from servesim.analysis.stability import step_values, verdict
+from servesim.core.errors import ConfigError
 from servesim.experiments.store import open_views
 from servesim.experiments.sweep import LOAD_AXIS, RATE_FIELD
 
@@ -49,21 +50,34 @@ class ReportData:
 
 
 def load_report_data(out_dir: str | Path) -> ReportData:
-    """Read the catalogue, then the requests and iterations of the reference points."""
+    """Read the catalogue, then the requests and iterations of the reference points.
+
+    Raises ConfigError (one line) if the sweep folder cannot be read.
+    """
+    import duckdb
+
     con = open_views(out_dir)
     try:
-        points = con.execute("SELECT * FROM points ORDER BY policy, point_id").df()
-        points["label"] = [_label(row.policy, row.params) for row in points.itertuples()]
-        x = "load" if len(points) and points["load"].notna().all() else "rate_per_s"
-        reference = _reference(points, x)
-        chosen = _reference_points(points, x, reference)
-        requests = _requests(con, chosen)
-        shown = [row for row in chosen.itertuples()
-                 if row.seed == chosen[chosen.label == row.label].seed.min()]
-        series = {row.label: _series(con, row) for row in shown}
-        composition = {row.label: _composition(con, row) for row in shown}
+        return _load(con)
+    except duckdb.Error as e:
+        text = " ".join(str(e).split())[:200]
+        raise ConfigError("DIR", str(out_dir), f"a readable sweep folder ({text})") from None
     finally:
         con.close()
+
+
+def _load(con) -> ReportData:
+    """The report's tables, from a connection with the sweep's views."""
+    points = con.execute("SELECT * FROM points ORDER BY policy, point_id").df()
+    points["label"] = [_label(row.policy, row.params) for row in points.itertuples()]
+    x = "load" if len(points) and points["load"].notna().all() else "rate_per_s"
+    reference = _reference(points, x)
+    chosen = _reference_points(points, x, reference)
+    requests = _requests(con, chosen)
+    shown = [row for row in chosen.itertuples()
+             if row.seed == chosen[chosen.label == row.label].seed.min()]
+    series = {row.label: _series(con, row) for row in shown}
+    composition = {row.label: _composition(con, row) for row in shown}
     return ReportData(points=points, x=x, reference=reference, requests=requests,
                       series=series, composition=composition)
 
@@ -151,8 +165,12 @@ def latency_by_load(points: pd.DataFrame, x: str, metric: str,
     """Per policy and x: the mean of ``metric`` over seeds and its t-based CI.
 
     mean +- t_{(1+confidence)/2, n-1} * sd / sqrt(n) over the n seeds with a value; with one
-    seed the interval is the point itself.
+    seed the interval is the point itself. Runs stopped by ``run.max_in_system`` are left out:
+    their latencies describe a truncated, overloaded run, not the load (the stability table
+    marks those loads unstable).
     """
+    if "stop_reason" in points:
+        points = points[points["stop_reason"] != "max_in_system"]
     rows = []
     for (label, xv), group in points.groupby(["label", x], sort=True):
         values = group[metric].dropna().to_numpy(dtype=float)

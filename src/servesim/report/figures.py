@@ -39,7 +39,8 @@ def _where(data: ReportData) -> str:
 
 
 def latency_vs_load(data: ReportData) -> Figure | None:
-    """Mean TTFT, TPOT and E2E against load, one line per policy, 95% CI over seeds."""
+    """Mean TTFT, TPOT and E2E against load, one line per policy, 95% CI over seeds; runs
+    stopped by run.max_in_system are left out."""
     if data.points.empty:
         return None
     fig, axes = _new(12, 3.8, ncols=len(LATENCY_METRICS))
@@ -52,7 +53,10 @@ def latency_vs_load(data: ReportData) -> Figure | None:
         ax.set_title(title)
         ax.set_xlabel(_x_label(data))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
+    # A metric may have no values at all (every request inside the warm-up, say).
+    labelled = [ax for ax in axes if ax.get_legend_handles_labels()[0]]
+    if labelled:
+        labelled[0].legend(fontsize="small")
     fig.suptitle("Latency against load (mean over seeds, 95% CI)")
     return fig
 
