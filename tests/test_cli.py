@@ -161,6 +161,10 @@ def test_demo(tmp_path: Path) -> None:
     # 75% of capacity: stable, so TTFT stays well inside its 2 s objective on average.
     assert summary["ttft_s"]["mean"] < 2.0
     assert "servesim-demo" in proc.stdout
+    # ... then a 48-point sweep of four systems at four loads, and its self-contained report
+    report = out / "sweep" / "report.html"
+    assert report.is_file() and "servesim-demo/sweep/report.html" in proc.stdout
+    assert len(list((out / "sweep" / "points").iterdir())) == 48
 
 
 # -- status of interrupted and failed runs --------------------------------------------------------

@@ -103,12 +103,27 @@ def validate(scenario: Path, overrides: Sequence[str], as_json: bool) -> None:
 @_seed_option
 @_json_option
 def demo(out_dir: Path, seed: int | None, as_json: bool) -> None:
-    """Run the packaged demo scenario (Sarathi at 75% of its capacity, Fig. 1 of the paper)."""
-    ref = resources.files("servesim.scenarios").joinpath("demo.toml")
-    with resources.as_file(ref) as path:
+    """Run the packaged demo scenario (Sarathi at 75% of its capacity, Fig. 1 of the paper),
+    then a small sweep of four batching systems at four loads and its HTML report."""
+    scenarios = resources.files("servesim.scenarios")
+    with resources.as_file(scenarios.joinpath("demo.toml")) as path:
         loaded = load_scenario(path)
     result = _run(loaded, out_dir, seed)
     _report(result, out_dir, as_json)
+    report = _demo_sweep(scenarios, out_dir / "sweep")
+    if not as_json:
+        click.echo(f"sweep and report: {report}")
+
+
+def _demo_sweep(scenarios, sweep_dir: Path) -> Path:
+    """Run the packaged demo sweep serially into ``sweep_dir`` and write its report."""
+    from servesim.experiments.execute import run_sweep
+    from servesim.experiments.sweep import load_sweep
+    from servesim.report import build_report
+
+    with resources.as_file(scenarios) as folder:
+        run_sweep(load_sweep(Path(folder) / "demo_sweep.toml"), sweep_dir, executor="serial")
+    return build_report(sweep_dir)
 
 
 # -- running and printing -----------------------------------------------------------------------
