@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from servesim.core.rng import Streams
+from servesim.engine.ordered import preemption_totals, run_ordered
 from servesim.engine.replica import run_engine
 from servesim.metrics.summary import add_latency_columns, jsonable, summarize
 from servesim.scenario import Scenario
@@ -71,7 +72,9 @@ def simulate(scenario: Scenario, *, seed: int | None = None,
 
     ``seed`` overrides ``scenario.run.seed``. The run stops at ``run.horizon_s`` (horizon mode)
     or ``run.max_time_s`` (request-count mode, if set; otherwise when every request finished).
-    ``progress`` receives the fraction done, in [0, 1], now and then.
+    ``progress`` receives the fraction done, in [0, 1], now and then. A ``[schedule]`` with a
+    non-FCFS order or a predictor runs on the ordered stepper (``run_ordered``), which ignores
+    ``progress`` and ``stepper``; its summary adds the priority preemption totals.
 
     Raises ConfigError if ``seed`` is not an integer >= 0 or the workload cannot supply the
     requests asked for; SimulationError if the engine breaks an invariant.
@@ -81,8 +84,15 @@ def simulate(scenario: Scenario, *, seed: int | None = None,
     streams = Streams(seed)
     requests = scenario.workload.generate(streams, n_requests=run.requests,
                                           horizon_s=run.horizon_s)
-    result = run_engine(requests, scenario.engine, scenario.cost, until_s=run.until_s,
-                        progress=progress, stepper=stepper, max_in_system=run.max_in_system)
+    schedule = scenario.schedule
+    if schedule.ordered:   # a non-FCFS order or a predictor: the ordered stepper
+        result = run_ordered(requests, scenario.engine, scenario.cost, schedule.order,
+                             schedule.make_predictor(seed), seed, until_s=run.until_s,
+                             max_in_system=run.max_in_system,
+                             max_preemptions=schedule.max_preemptions)
+    else:
+        result = run_engine(requests, scenario.engine, scenario.cost, until_s=run.until_s,
+                            progress=progress, stepper=stepper, max_in_system=run.max_in_system)
     records = add_latency_columns(result.requests)
     metrics = summarize(records, result.iterations, end_s=result.end_s, warmup_s=run.warmup_s,
                         slo=scenario.slo, token_budget=scenario.engine.token_budget,
@@ -90,5 +100,8 @@ def simulate(scenario: Scenario, *, seed: int | None = None,
     summary = {"complete": True, "status": "complete", **run_header(scenario, seed),
                "stopped_early": bool(result.stopped_early), "stop_reason": result.stop_reason,
                **metrics}
+    if schedule.ordered:
+        summary.update({k: v for k, v in preemption_totals(result).items()
+                        if k.startswith("priority_")})
     return SimResult(summary=summary, requests=records, iterations=result.iterations,
                      scenario=scenario, seed=seed)

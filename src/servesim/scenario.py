@@ -1,11 +1,12 @@
 """Scenario files: one TOML table becomes a frozen, validated ``Scenario``.
 
-A scenario has four sections (see ``docs/scenarios.md`` for every field):
+A scenario has these sections (see ``docs/scenarios.md`` for every field):
 
 - ``[run]``: seed, how many requests (or a horizon), warm-up and a time limit;
 - ``[workload]``: arrivals and lengths (validated by ``servesim.workload.build``);
 - ``[engine]``: batching, limits, the KV cache and the cost model;
-- ``[slo]``: optional latency objectives for goodput.
+- ``[slo]``: optional latency objectives for goodput;
+- ``[schedule]``: optional order and predictor (``servesim.policies.schedule``).
 
 Every unknown key, wrong type or out-of-range value raises ConfigError naming the dotted field,
 the value, what was expected and the closest valid name. Loading does no I/O beyond reading the
@@ -28,6 +29,7 @@ from servesim.core.tomlfile import read_toml
 from servesim.engine.config import WAIT_SYSTEMS, EngineConfig, KVConfig, WaitConfig
 from servesim.engine.cost import CostModel, Roofline, make_cost_model
 from servesim.engine.hardware import ModelSpec, gpu_preset, kv_capacity_blocks, model_preset
+from servesim.policies.schedule import ScheduleConfig, parse_schedule
 from servesim.workload.build import Workload, build_workload
 
 __all__ = [
@@ -39,7 +41,7 @@ __all__ = [
     "scenario_from_dict",
 ]
 
-SECTIONS = ("run", "workload", "engine", "slo")
+SECTIONS = ("run", "workload", "engine", "slo", "schedule")
 RUN_KEYS = ("seed", "requests", "horizon_s", "warmup_s", "max_time_s", "max_in_system")
 ENGINE_KEYS = ("batching", "token_budget", "max_batch_size", "chunk_tokens", "max_model_len",
                "kv", "cost", "wait")
@@ -157,6 +159,7 @@ class Scenario:
         engine: the replica's batching rule, limits and KV cache (blocks already derived).
         cost: the iteration cost model.
         slo: latency objectives (possibly empty).
+        schedule: the order requests are served in and their predictor (default FCFS).
         source: the raw scenario table (after overrides), echoed into the run summary.
         base_dir: the folder relative paths in the scenario resolve against.
     """
@@ -168,6 +171,7 @@ class Scenario:
     slo: SLOConfig = SLOConfig()
     source: dict[str, Any] = field(default_factory=dict)
     base_dir: Path | None = None
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def describe(self) -> str:
         """One line: run length, arrivals, engine and cost."""
@@ -224,8 +228,9 @@ def scenario_from_dict(source: Mapping[str, Any], base_dir: Path | None = None) 
     cost = make_cost_model(engine_spec.get("cost", DEFAULT_COST), "engine.cost", base_dir)
     engine = _engine(engine_spec, cost)
     slo = _slo(source.get("slo", {}))
+    schedule = parse_schedule(source.get("schedule", {}))
     return Scenario(run=run, workload=workload, engine=engine, cost=cost, slo=slo,
-                    source=source, base_dir=base_dir)
+                    source=source, base_dir=base_dir, schedule=schedule)
 
 
 

@@ -1,0 +1,575 @@
+"""The ordered stepper: the plain step loop with a scheduling order and priority preemption.
+
+Any batching system runs unchanged: it reads ``waiting``, ``prefilling`` and ``decoders`` in
+order, so an ordering is the order in which they are presented. Lower ranks come first
+(``servesim.policies.ordering``); ties go to arrival order in the queue and to admission order
+among running requests. The FCFS ordering therefore reproduces the plain engine exactly.
+
+Semantics on top of the plain engine (``reference.py``):
+
+- **Predictions.** Drawn once per request, at the start of the run, from the predictor's own
+  stream (``Streams(seed).get("predictor")``), in request (arrival) order. A refining predictor
+  (TRAIL's) re-estimates a running request's remaining length every K generated tokens; the
+  rank then reads ``generated + predicted remaining`` as the predicted length.
+- **Age** is generated tokens, **size** is output tokens. A waiting request's age is frozen, so
+  its rank is computed once when it joins the queue.
+- **Memory preemption** stays the engine's (blocks run out; nothing else is admitted in that
+  iteration). With a non-preemptive ordering the victim follows ``engine.kv.victim`` and rejoins
+  at the head of the queue, as vLLM. With a preemptive ordering the victim is the worst-ranked
+  running request (the best-ranked one is spared unless alone, so the head always progresses)
+  and it rejoins at its rank: rejoining at the head would let it displace better-ranked requests
+  only to be preempted again.
+- **Priority preemption** (preemptive orderings only). Before planning, if the best waiting
+  request ranks strictly ahead of some preemptible running request and it is blocked on a
+  resource a running request holds (a batch slot, or KV blocks for its whole prefill beside the
+  decoders' next blocks and the watermark), the stepper preempts victims, worst rank first,
+  until it is no longer blocked. If even all eligible victims would not unblock it, nobody is
+  preempted. The cost is the engine's own (recompute or swap, through ``_preempt``). A priority
+  victim that is swapped out does not block admissions (a memory-swapped one does, as vLLM); it
+  swaps back in once it ranks ahead of every waiting request and fits. The batching policy
+  still decides when the head is admitted.
+- **Aging** (a starvation guard around any ordering). A request that has spent ``wait_s`` in
+  the waiting queue in total is boosted above every unboosted request; boosted requests run in
+  arrival order and are not preempted for priority. Its boost time is fixed while it waits, so it
+  is an event (a heap keyed by time, checked at each iteration start). Time swapped out does not
+  count as waiting.
+- **TRAIL's limited preemption.** A running request is preemptible only while ``c > 0`` and
+  generated <= c * its *initial* prediction, and while its priority preemptions are below the
+  cap (the ordering's ``max_preemptions`` or the stepper's ``max_preemptions``, the smaller).
+  So c = 0 never preempts, and with exact predictions c = 1 is unlimited SPRPT.
+
+Cost. The stepper inherits the plain loop's O(batch) work per iteration (it adds each decoder's
+token one by one). The ordering adds, per request, O(log n) comparisons per scheduling event
+(the queue is a sorted list, so an insertion also moves O(n) pointers in one memmove) and no work
+per token beyond one integer comparison against the next generated-token count at which its rank
+changes (a refinement, the end of a rank piece such as the iteration TRAIL makes it
+non-preemptible, or the iteration a rising rank crosses the best waiting rank). Ranks are
+evaluated only at those events. The running requests are re-sorted (O(batch log batch)) only when
+their set or relative order changes: admissions, completions, preemptions, swaps, rank events and
+partial decodes (ranks that fall together keep their order); an ordering whose ranks can rise
+(SPRPT with bounce) re-sorts them every iteration. A priority-preemption scan of the
+running set (O(batch)) happens only after an event that can create a victim (a new best waiting
+request, a rank that rises) and while the head is blocked; a scan that finds none clears the flag.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from collections import deque
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from servesim.core.errors import ConfigError
+from servesim.core.rng import Streams
+from servesim.engine.config import EngineConfig
+from servesim.engine.reference import ReferenceStepper, _Req
+from servesim.engine.state import EngineRun, Status
+from servesim.policies.ordering import (
+    FCFS,
+    Aging,
+    Ordering,
+    Segment,
+    SPRPTBounce,
+    Trail,
+    make_ordering,
+)
+from servesim.predictors import Predictor, make_predictor
+from servesim.predictors import Trail as TrailPredictor
+from servesim.workload.requests import Requests
+
+INF = math.inf
+EXTRA_COLUMNS = ("predicted_tokens", "priority_preemptions", "priority_recomputed_tokens")
+
+
+class _RankQueue:
+    """The waiting queue: memory victims of a non-preemptive ordering first (the latest first, as
+    the plain engine), then everyone else by rank key (tier, value, id)."""
+
+    def __init__(self, keyfn, front_victims: bool) -> None:
+        self.keyfn = keyfn
+        self.front_victims = front_victims
+        self.front: list[_Req] = []   # served from the end
+        self.keys: list[tuple] = []
+        self.by_id: dict[int, _Req] = {}
+
+    def append(self, r: _Req) -> None:
+        r.qkey = self.keyfn(r)
+        bisect.insort(self.keys, r.qkey)
+        self.by_id[r.id] = r
+
+    def appendleft(self, r: _Req) -> None:
+        if self.front_victims:
+            r.qkey = None
+            self.front.append(r)
+        else:
+            self.append(r)
+
+    def remove(self, r: _Req) -> None:
+        if r.qkey is None:
+            self.front.remove(r)
+            return
+        del self.keys[bisect.bisect_left(self.keys, r.qkey)]
+        del self.by_id[r.id]
+
+    def head(self) -> _Req | None:
+        if self.front:
+            return self.front[-1]
+        return self.by_id[self.keys[0][-1]] if self.keys else None
+
+    def __iter__(self) -> Iterator[_Req]:
+        yield from reversed(self.front)
+        by_id = self.by_id
+        for key in self.keys:
+            yield by_id[key[-1]]
+
+    def __len__(self) -> int:
+        return len(self.front) + len(self.keys)
+
+
+class _SwapQueue:
+    """Swapped-out requests. Memory victims wait in FIFO order and block admissions (truth value,
+    ``[0]`` and ``popleft`` see only them, as the plain engine reads them); priority victims are
+    parked by rank key and block nothing. ``len`` and iteration count both."""
+
+    def __init__(self) -> None:
+        self.fifo: deque[_Req] = deque()
+        self.keys: list[tuple] = []
+        self.by_id: dict[int, _Req] = {}
+
+    def append(self, r: _Req) -> None:
+        self.fifo.append(r)
+
+    def popleft(self) -> _Req:
+        return self.fifo.popleft()
+
+    def __getitem__(self, i: int) -> _Req:
+        return self.fifo[i]
+
+    def __bool__(self) -> bool:
+        return bool(self.fifo)
+
+    def __len__(self) -> int:
+        return len(self.fifo) + len(self.keys)
+
+    def __iter__(self) -> Iterator[_Req]:
+        yield from self.fifo
+        for key in self.keys:
+            yield self.by_id[key[-1]]
+
+    def park(self, r: _Req, key: tuple) -> None:
+        r.qkey = key
+        bisect.insort(self.keys, key)
+        self.by_id[r.id] = r
+
+    def unpark(self, r: _Req) -> None:
+        del self.keys[bisect.bisect_left(self.keys, r.qkey)]
+        del self.by_id[r.id]
+
+    def parked_head(self) -> _Req | None:
+        return self.by_id[self.keys[0][-1]] if self.keys else None
+
+
+class _Running(list):
+    """The running list (admission order); any change marks the stepper's rank order stale,
+    wherever in the plain loop it happens."""
+
+    def __init__(self, owner: OrderedStepper) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def append(self, r: _Req) -> None:
+        super().append(r)
+        self.owner._dirty = True
+
+    def remove(self, r: _Req) -> None:
+        super().remove(r)
+        self.owner._dirty = True
+
+
+class OrderedStepper(ReferenceStepper):
+    """The plain step loop with a waiting queue in rank order, running requests presented in
+    rank order, and priority preemption at admission points (see the module docstring)."""
+
+    def __init__(self, requests: Requests, config: EngineConfig, cost, ordering: Ordering,
+                 predictor: Predictor | None = None, seed: int = 0,
+                 record_batches: bool = False, max_preemptions: int | None = None) -> None:
+        super().__init__(requests, config, cost, record_batches)
+        check_supported(ordering, predictor)
+        self.order = ordering
+        self.aging = ordering if isinstance(ordering, Aging) else None
+        base = ordering.base if isinstance(ordering, Aging) else ordering
+        self.trail = isinstance(base, Trail)
+        caps = [m for m in (max_preemptions, getattr(base, "max_preemptions", None))
+                if m is not None]
+        self.cap = min(caps) if caps else None
+        # Among running requests FCFS means admission order, as in the plain engine.
+        self.by_admission = isinstance(ordering, FCFS)
+        self.rising = isinstance(base, SPRPTBounce)
+        self.queue = _RankQueue(self._queue_key, front_victims=not ordering.preemptive)
+        self.waiting = self.queue
+        self.swapped = _SwapQueue()
+        self.running = _Running(self)
+        self.stream = Streams(seed).get("predictor")
+        # Refining is only worth its events when the rank reads the prediction.
+        self.refiner = (predictor if isinstance(predictor, TrailPredictor)
+                        and ordering.uses == "prediction" else None)
+        self._predict(requests, predictor)
+        self._dirty = True
+        self._dec: list[_Req] = []
+        self._pre: list[_Req] = []
+        self._pcheck = False
+        self._due: list[_Req] = []
+        self._now = 0.0
+        self.boosts: list[tuple[float, int, int]] = []   # (due time, request id, queue visit)
+        self.priority_scans = 0
+
+    def _predict(self, requests: Requests, predictor: Predictor | None) -> None:
+        n = len(self.reqs)
+        if predictor is None:
+            pred = np.full(n, np.nan)
+        elif isinstance(predictor, TrailPredictor):
+            self.trail_state = predictor.start(requests.output_tokens, rng=self.stream)
+            pred = predictor.prediction(self.trail_state)
+        else:
+            pred = predictor.predict(requests.output_tokens, requests.prompt_tokens,
+                                     rng=self.stream)
+        for r, y in zip(self.reqs, pred.tolist(), strict=True):
+            r.pred0 = r.pred = float(y)
+            r.prio = r.prio_recomputed = 0
+            r.qkey = None
+            r.seg, r.seg_age = None, 0
+            r.refine_at = r.seg_end_at = r.cross_at = r.evt_at = INF
+            r.boosted, r.waited_s, r.enq_t, r.visit = False, 0.0, r.arrival, 0
+
+    # -- ranks --------------------------------------------------------------------------------
+    def _segment(self, r: _Req) -> Segment:
+        if r.boosted:
+            return self.aging.boosted_segment(r.arrival)
+        o = self.aging.base if self.aging is not None else self.order
+        s = o.segment(float(r.output), r.pred, float(r.generated), r.arrival,
+                      preemptions=r.prio)
+        capped = self.cap is not None and r.prio >= self.cap
+        if self.trail:
+            # TRAIL bounds preemption by the *initial* prediction, whatever refinement says.
+            limit = o.c * r.pred0
+            ok = o.c > 0 and r.generated <= limit and not capped
+            return Segment(s.tier, s.value, s.slope, limit if ok else INF, ok)
+        if capped and s.preemptible:
+            return Segment(s.tier, s.value, s.slope, s.until_age, False)
+        return s
+
+    def _wait_key(self, r: _Req) -> tuple:
+        s = self._segment(r)
+        return s.tier, s.value, r.id
+
+    def _queue_key(self, r: _Req) -> tuple:
+        """The rank key of ``r`` joining the queue; with aging, its boost time becomes an event
+        (fixed while it waits: it joined at ``enq_t`` having waited ``waited_s`` before)."""
+        if self.aging is not None and not r.boosted:
+            r.visit += 1
+            due = r.enq_t + self.aging.wait_s - r.waited_s
+            heapq.heappush(self.boosts, (due, r.id, r.visit))
+        return self._wait_key(r)
+
+    def _boost_due(self, t: float) -> None:
+        """Move waiting requests whose boost time has come above every unboosted one."""
+        while self.boosts and self.boosts[0][0] <= t:
+            _, i, visit = heapq.heappop(self.boosts)
+            r = self.reqs[i]
+            if r.status != Status.WAITING or r.visit != visit or r.qkey is None:
+                continue   # stale: admitted or re-queued since
+            self.queue.remove(r)
+            r.boosted = True
+            self.queue.append(r)
+            self._pcheck = True
+
+    @staticmethod
+    def _rank(r: _Req) -> tuple[int, float]:
+        s = r.seg
+        return s.tier, s.value + s.slope * (r.generated - r.seg_age)
+
+    def _refresh(self, r: _Req) -> None:
+        """Re-evaluate a running request's rank piece and its next event."""
+        s = r.seg = self._segment(r)
+        r.seg_age = r.generated
+        r.seg_end_at = INF if s.until_age == INF else max(math.ceil(s.until_age),
+                                                          r.generated + 1)
+        r.evt_at = min(r.refine_at, r.seg_end_at, r.cross_at)
+
+    def _enter(self, r: _Req) -> None:
+        """``r`` starts running (admitted or swapped back in)."""
+        r.refine_at = (INF if self.refiner is None
+                       else int(self.refiner.next_refine(r.generated)))
+        r.cross_at = INF
+        self._refresh(r)
+        self._dirty = True
+        self._pcheck = True   # a new head of the queue
+
+    # -- the view: running requests in rank order ----------------------------------------------
+    def _sync(self) -> None:
+        if not self._dirty:
+            return
+        run = self.running
+        if not self.by_admission:
+            run = sorted(run, key=self._rank)
+        self._dec = [r for r in run if r.need == 0]
+        self._pre = [r for r in run if r.need > 0]
+        self._dirty = False
+
+    @property
+    def decoders(self) -> list[_Req]:
+        self._sync()
+        return self._dec
+
+    @property
+    def prefilling(self) -> list[_Req]:
+        self._sync()
+        return self._pre
+
+    # -- hooks into the plain loop ------------------------------------------------------------
+    def start_decoding(self, i: int) -> None:
+        super().start_decoding(i)
+        self._enter(self.reqs[i])
+
+    def _iterate(self, t: float) -> float | None:
+        self._now = t
+        if self.boosts:
+            self._boost_due(t)
+        return super()._iterate(t)
+
+    def _arrive(self, r: _Req) -> None:
+        r.enq_t = r.arrival
+        super()._arrive(r)
+        if r.status == Status.WAITING and self.queue.head() is r:
+            self._pcheck = True
+
+    def _prefill(self, r: _Req, x: int, t: float) -> None:
+        admitted = r.status == Status.WAITING
+        if admitted:
+            r.waited_s += t - r.enq_t
+        super()._prefill(r, x, t)
+        self._dirty = True
+        if admitted:
+            self._enter(r)
+
+    def _decode(self, r: _Req, end: float) -> None:
+        super()._decode(r, end)
+        if r.status == Status.FINISHED:
+            self._dirty = True
+        elif r.generated >= r.evt_at:
+            self._due.append(r)
+
+    def _victim(self) -> _Req:
+        if not self.order.preemptive:
+            return super()._victim()
+        order = sorted(self.running, key=self._rank)
+        if len(order) > 1:
+            order.pop(0)
+        return order[-1]
+
+    def _preempt(self, r: _Req) -> None:
+        r.enq_t = self._now
+        super()._preempt(r)
+        self._dirty = True
+        if r.status == Status.WAITING and self.queue.head() is r:
+            self._pcheck = True
+
+    def _swap_in(self) -> None:
+        before = len(self.running)
+        super()._swap_in()
+        if not self.swapped.fifo:
+            self._swap_in_parked()
+        for r in self.running[before:]:
+            self._enter(r)
+        if not self.swapped.fifo:
+            self._priority_preempt()
+
+    def _record(self, t, dur, prefill, decode, chunks, demand) -> None:
+        if not self._dirty and (decode < len(self._dec) or self.rising):
+            self._dirty = True   # a partial decode (or rising ranks) can reorder decoders
+        if self._due:
+            self._run_events()
+        super()._record(t, dur, prefill, decode, chunks, demand)
+
+    # -- swap-in of priority victims --------------------------------------------------------
+    def _swap_in_parked(self) -> None:
+        """Bring priority victims back, best rank first, once they rank ahead of every waiting
+        request; the plain engine's swap-in does the transfer (its FIFO is empty here)."""
+        sw = self.swapped
+        while sw.keys and len(self.running) < self.max_batch:
+            r = sw.parked_head()
+            head = self.queue.head()
+            if head is not None and (head.qkey is None or head.qkey < r.qkey):
+                return
+            sw.unpark(r)
+            sw.fifo.append(r)
+            super()._swap_in()
+            if sw.fifo:   # it does not fit yet
+                sw.fifo.popleft()
+                sw.park(r, r.qkey)
+                return
+
+    # -- priority preemption ----------------------------------------------------------------
+    def _blocked(self, head: _Req, freed_blocks: int, freed_need: int, freed_slots: int) -> bool:
+        if self.n_running - freed_slots >= self.max_batch:
+            return True
+        need = -(-(head.need + head.computed) // self.block_tokens) - head.blocks
+        avail = (self.free_blocks + freed_blocks - (self.decode_need - freed_need)
+                 - self.watermark_blocks)
+        return avail < need
+
+    def _priority_preempt(self) -> None:
+        if not (self.order.preemptive and self._pcheck):
+            return
+        head = self.queue.head()
+        if head is None:
+            self._pcheck = False
+            return
+        if not self._blocked(head, 0, 0, 0):
+            return   # keep the flag: the head may block later
+        self._pcheck = False
+        self.priority_scans += 1
+        rank = head.qkey[:2] if head.qkey is not None else self._wait_key(head)[:2]
+        chosen = self._unblocking_victims(head, rank)
+        if chosen is None:
+            self._plan_crossings(rank)
+            return
+        for v in chosen:
+            self._preempt_for_priority(v)
+        self.waiting = self.queue
+
+    def _unblocking_victims(self, head: _Req, rank: tuple) -> list[_Req] | None:
+        """The fewest eligible victims, worst rank first, whose preemption unblocks ``head``."""
+        eligible = [r for r in self.running if r.seg.preemptible and self._rank(r) > rank]
+        if not eligible:
+            return None
+        eligible.sort(key=self._rank, reverse=True)
+        B = self.block_tokens
+        freed_blocks = freed_need = 0
+        for k, v in enumerate(eligible, 1):
+            freed_blocks += v.blocks
+            freed_need += v.need == 0 and v.computed % B == 0
+            if not self._blocked(head, freed_blocks, freed_need, k):
+                return eligible[:k]
+        return None
+
+    def _plan_crossings(self, rank: tuple) -> None:
+        """For rising ranks, the generated count at which each crosses the head's rank plus the
+        ordering's margin becomes an event."""
+        if not self.rising:
+            return
+        tier, value = rank
+        margin = self.order.crossing_margin
+        for r in self.running:
+            s = r.seg
+            if s.slope > 0 and s.preemptible and s.tier == tier:
+                gap = value + margin - self._rank(r)[1]
+                r.cross_at = r.generated + max(1, math.floor(gap / s.slope) + 1)
+                r.evt_at = min(r.evt_at, r.cross_at)
+
+    def _preempt_for_priority(self, v: _Req) -> None:
+        before = v.recomputed
+        v.prio += 1
+        v.enq_t = self._now
+        super()._preempt(v)
+        self._dirty = True
+        v.prio_recomputed += v.recomputed - before
+        if v.status == Status.SWAPPED:
+            self.swapped.fifo.remove(v)
+            self.swapped.park(v, self._wait_key(v))
+
+    # -- rank events ------------------------------------------------------------------------
+    def _run_events(self) -> None:
+        refine = []
+        for r in self._due:
+            if r.status != Status.RUNNING:
+                continue
+            g = r.generated
+            if g >= r.refine_at:
+                refine.append(r)
+            if g >= r.cross_at:
+                r.cross_at = INF
+                self._pcheck = True
+            if g >= r.seg_end_at:
+                self._pcheck = True
+            self._refresh(r)
+        self._due.clear()
+        self._dirty = True
+        if refine:
+            self._refine(refine)
+
+    def _refine(self, rows: list[_Req]) -> None:
+        ids = np.array([r.id for r in rows], dtype=np.int64)
+        gen = np.array([r.generated for r in rows], dtype=np.int64)
+        remaining = self.refiner.refine(self.trail_state, gen, rows=ids, rng=self.stream)
+        nxt = self.refiner.next_refine(gen)
+        for r, left, at in zip(rows, remaining.tolist(), nxt.tolist(), strict=True):
+            r.pred = r.generated + left
+            r.refine_at = int(at)
+            self._refresh(r)
+        self._pcheck = True
+
+    # -- output -------------------------------------------------------------------------------
+    def _result(self, t: float, reason: str) -> EngineRun:
+        run = super()._result(t, reason)
+        reqs = self.reqs
+        run.requests["predicted_tokens"] = np.array([r.pred0 for r in reqs], dtype=np.float64)
+        run.requests["priority_preemptions"] = np.array([r.prio for r in reqs], dtype=np.int64)
+        run.requests["priority_recomputed_tokens"] = np.array(
+            [r.prio_recomputed for r in reqs], dtype=np.int64)
+        return run
+
+
+def check_supported(ordering: Ordering, predictor: Predictor | None,
+                    section: str = "schedule") -> None:
+    """Raise ConfigError (naming ``section.order`` or ``section.predictor``) if the ordered
+    stepper cannot run ``ordering`` with ``predictor``."""
+    field = f"{section}.order"
+    if ordering.needs_bit:
+        raise ConfigError(field, ordering.name, "an ordering without a cheap bit (the LLM "
+                          "engine draws one prediction per request)")
+    if ordering.uses == "prediction" and predictor is None:
+        raise ConfigError(f"{section}.predictor", None,
+                          f"a predictor table: order \"{ordering.name}\" ranks by predictions")
+
+
+def run_ordered(requests: Requests, config: EngineConfig, cost, ordering: Ordering | str |
+                Mapping[str, Any], predictor: Predictor | Mapping[str, Any] | None = None,
+                seed: int = 0, *, until_s: float | None = None,
+                max_in_system: int | None = None, record_batches: bool = False,
+                max_preemptions: int | None = None) -> EngineRun:
+    """Simulate one replica serving ``requests`` in the order ``ordering`` defines.
+
+    ``ordering`` is an Ordering or its spec (``"sprpt"``, ``{kind = "trail", c = 0.8}``);
+    ``predictor`` a Predictor, its spec (``{kind = "lognormal", sigma = 0.5}``) or None (orderings
+    that do not read predictions). Predictions come from ``Streams(seed).get("predictor")``.
+    ``max_preemptions`` caps priority preemptions per request for every preemptive ordering.
+
+    The records carry the engine's columns plus ``predicted_tokens`` (the initial prediction),
+    ``priority_preemptions`` and ``priority_recomputed_tokens`` (the part of
+    ``preemptions`` / ``recomputed_tokens`` due to priority rather than memory).
+
+    Raises ConfigError for an unknown or unsupported ordering or predictor, or a missing predictor.
+    """
+    if not isinstance(ordering, Ordering):
+        ordering = make_ordering(ordering, "schedule.order")
+    if predictor is not None and not isinstance(predictor, Predictor):
+        predictor = make_predictor(predictor, seed=seed, field="schedule.predictor")
+    stepper = OrderedStepper(requests, config, cost, ordering, predictor, seed, record_batches,
+                             max_preemptions)
+    return stepper.run(until_s, None, max_in_system)
+
+
+def preemption_totals(run: EngineRun) -> dict[str, int]:
+    """Preemptions and recomputed tokens over the run, in total and those due to priority."""
+    df = run.requests
+    out = {"preemptions": int(df["preemptions"].sum()),
+           "recomputed_tokens": int(df["recomputed_tokens"].sum())}
+    for col in ("priority_preemptions", "priority_recomputed_tokens"):
+        if col in df:
+            out[col] = int(df[col].sum())
+    return out
