@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from servesim.core.rng import Streams
-from servesim.engine.ordered import preemption_totals, run_ordered
+from servesim.engine.ordered import prediction_totals, preemption_totals, run_ordered
 from servesim.engine.replica import run_engine
 from servesim.metrics.summary import add_latency_columns, jsonable, summarize
 from servesim.scenario import Scenario
@@ -103,5 +103,6 @@ def simulate(scenario: Scenario, *, seed: int | None = None,
     if schedule.ordered:
         summary.update({k: v for k, v in preemption_totals(result).items()
                         if k.startswith("priority_")})
+        summary.update(prediction_totals(result))
     return SimResult(summary=summary, requests=records, iterations=result.iterations,
                      scenario=scenario, seed=seed)

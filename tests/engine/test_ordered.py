@@ -234,5 +234,5 @@ def test_errors_are_one_line_with_a_suggestion():
         run_ordered(requests, config, ONE_SECOND, "sprtp", ORACLE)
     with pytest.raises(ConfigError, match="schedule.predictor"):
         run_ordered(requests, config, ONE_SECOND, "spjf", None)
-    with pytest.raises(ConfigError, match="skippredict"):
+    with pytest.raises(ConfigError, match="schedule.bit_predictor"):
         run_ordered(requests, config, ONE_SECOND, "skippredict", ORACLE)

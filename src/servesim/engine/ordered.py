@@ -33,6 +33,19 @@ Semantics on top of the plain engine (``reference.py``):
   arrival order and are not preempted for priority. Its boost time is fixed while it waits, so it
   is an event (a heap keyed by time, checked at each iteration start). Time swapped out does not
   count as waiting.
+- **SkipPredict.** A cheap predictor (``one_bit``) gives every request a bit from its own stream
+  (``Streams(seed).get("bit")``); only requests whose bit says long (1) receive the expensive
+  prediction, which is drawn for every request from the predictor stream (so runs stay paired
+  with the other orderings) but read and paid for only for those. Predicted-short requests rank
+  (0, arrival), predicted-long ones (1, prediction - generated): FCFS ahead of SPRPT. A refining
+  predictor refines predicted-long requests only.
+- **Prediction costs** follow each predictor's ``cost``. A request pays when the engine first
+  considers it (it arrives and is not rejected): the cheap bit if the ordering reads one, then the
+  expensive prediction if the ordering reads it for this request (``needs_prediction(bit)``). An
+  ``external`` cost is only booked (``prediction_cost``). A ``server_time`` cost is engine time:
+  the predictions of the requests that arrived since the last iteration run at the start of the
+  next executed iteration, whose duration grows by their seconds (as a swap transfer's does), and
+  those requests are ranked by them in that same iteration. TRAIL's refinements are not charged.
 - **TRAIL's limited preemption.** A running request is preemptible only while ``c > 0`` and
   generated <= c * its *initial* prediction, and while its priority preemptions are below the
   cap (the ordering's ``max_preemptions`` or the stepper's ``max_preemptions``, the smaller).
@@ -59,7 +72,7 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -77,12 +90,22 @@ from servesim.policies.ordering import (
     Trail,
     make_ordering,
 )
+from servesim.predictors import OneBit as OneBitPredictor
 from servesim.predictors import Predictor, make_predictor
 from servesim.predictors import Trail as TrailPredictor
 from servesim.workload.requests import Requests
 
 INF = math.inf
-EXTRA_COLUMNS = ("predicted_tokens", "priority_preemptions", "priority_recomputed_tokens")
+EXTRA_COLUMNS = ("predicted_tokens", "priority_preemptions", "priority_recomputed_tokens",
+                 "cheap_bit", "expensive_prediction", "prediction_cost", "prediction_server_s")
+
+
+class SkipPredictors(NamedTuple):
+    """SkipPredict's two predictors: the cheap ``bit`` for every request and the expensive
+    ``full`` prediction for those whose bit says long."""
+
+    full: Predictor
+    bit: Predictor
 
 
 class _RankQueue:
@@ -196,9 +219,10 @@ class OrderedStepper(ReferenceStepper):
 
     def __init__(self, requests: Requests, config: EngineConfig, cost, ordering: Ordering,
                  predictor: Predictor | None = None, seed: int = 0,
-                 record_batches: bool = False, max_preemptions: int | None = None) -> None:
+                 record_batches: bool = False, max_preemptions: int | None = None,
+                 bit_predictor: Predictor | None = None) -> None:
         super().__init__(requests, config, cost, record_batches)
-        check_supported(ordering, predictor)
+        check_supported(ordering, predictor, bit_predictor=bit_predictor)
         self.order = ordering
         self.aging = ordering if isinstance(ordering, Aging) else None
         base = ordering.base if isinstance(ordering, Aging) else ordering
@@ -217,6 +241,10 @@ class OrderedStepper(ReferenceStepper):
         # Refining is only worth its events when the rank reads the prediction.
         self.refiner = (predictor if isinstance(predictor, TrailPredictor)
                         and ordering.uses == "prediction" else None)
+        self.costs = [(getattr(bit_predictor, "cost", None), "bit"),
+                      (getattr(predictor, "cost", None), "full")]
+        self._pending_s = 0.0   # server-time prediction work not yet run
+        self._draw_bits(requests, bit_predictor, seed)
         self._predict(requests, predictor)
         self._dirty = True
         self._dec: list[_Req] = []
@@ -238,12 +266,38 @@ class OrderedStepper(ReferenceStepper):
             pred = predictor.predict(requests.output_tokens, requests.prompt_tokens,
                                      rng=self.stream)
         for r, y in zip(self.reqs, pred.tolist(), strict=True):
-            r.pred0 = r.pred = float(y)
+            r.full = self.order.needs_prediction(r.bit)
+            # A request that never gets the expensive prediction has none on record.
+            r.pred0 = r.pred = float(y) if r.full or not self.order.needs_bit else math.nan
+            r.considered, r.pcost, r.pserver_s = False, 0.0, 0.0
             r.prio = r.prio_recomputed = 0
             r.qkey = None
             r.seg, r.seg_age = None, 0
             r.refine_at = r.seg_end_at = r.cross_at = r.evt_at = INF
             r.boosted, r.waited_s, r.enq_t, r.visit = False, 0.0, r.arrival, 0
+
+    def _draw_bits(self, requests: Requests, bit_predictor: Predictor | None, seed: int) -> None:
+        if bit_predictor is None:
+            bits = [math.nan] * len(self.reqs)
+        else:
+            bits = bit_predictor.predict(requests.output_tokens, requests.prompt_tokens,
+                                         rng=Streams(seed).get("bit")).tolist()
+        self.has_bit = bit_predictor is not None
+        for r, b in zip(self.reqs, bits, strict=True):
+            r.bit = float(b)
+
+    def _charge(self, r: _Req) -> None:
+        """Book the predictions of ``r``, first considered now (see the module docstring)."""
+        r.considered = True
+        for cost, which in self.costs:
+            used = self.has_bit if which == "bit" else r.full
+            if cost is None or not used:
+                continue
+            if cost.kind == "external":
+                r.pcost += cost.amount
+            else:
+                r.pserver_s += cost.amount
+                self._pending_s += cost.amount
 
     # -- ranks --------------------------------------------------------------------------------
     def _segment(self, r: _Req) -> Segment:
@@ -251,7 +305,7 @@ class OrderedStepper(ReferenceStepper):
             return self.aging.boosted_segment(r.arrival)
         o = self.aging.base if self.aging is not None else self.order
         s = o.segment(float(r.output), r.pred, float(r.generated), r.arrival,
-                      preemptions=r.prio)
+                      bit=r.bit, preemptions=r.prio)
         capped = self.cap is not None and r.prio >= self.cap
         if self.trail:
             # TRAIL bounds preemption by the *initial* prediction, whatever refinement says.
@@ -302,7 +356,7 @@ class OrderedStepper(ReferenceStepper):
 
     def _enter(self, r: _Req) -> None:
         """``r`` starts running (admitted or swapped back in)."""
-        r.refine_at = (INF if self.refiner is None
+        r.refine_at = (INF if self.refiner is None or not r.full
                        else int(self.refiner.next_refine(r.generated)))
         r.cross_at = INF
         self._refresh(r)
@@ -344,6 +398,8 @@ class OrderedStepper(ReferenceStepper):
     def _arrive(self, r: _Req) -> None:
         r.enq_t = r.arrival
         super()._arrive(r)
+        if r.status == Status.WAITING:
+            self._charge(r)
         if r.status == Status.WAITING and self.queue.head() is r:
             self._pcheck = True
 
@@ -379,6 +435,9 @@ class OrderedStepper(ReferenceStepper):
             self._pcheck = True
 
     def _swap_in(self) -> None:
+        # Called once per iteration, after the plain loop zeroes ``swap_s``: the pending
+        # prediction work lengthens this iteration and is cleared once it is recorded.
+        self.swap_s += self._pending_s
         before = len(self.running)
         super()._swap_in()
         if not self.swapped.fifo:
@@ -393,6 +452,7 @@ class OrderedStepper(ReferenceStepper):
             self._dirty = True   # a partial decode (or rising ranks) can reorder decoders
         if self._due:
             self._run_events()
+        self._pending_s = 0.0
         super()._record(t, dur, prefill, decode, chunks, demand)
 
     # -- swap-in of priority victims --------------------------------------------------------
@@ -521,17 +581,30 @@ class OrderedStepper(ReferenceStepper):
         run.requests["priority_preemptions"] = np.array([r.prio for r in reqs], dtype=np.int64)
         run.requests["priority_recomputed_tokens"] = np.array(
             [r.prio_recomputed for r in reqs], dtype=np.int64)
+        run.requests["cheap_bit"] = np.array([r.bit for r in reqs], dtype=np.float64)
+        run.requests["expensive_prediction"] = np.array([r.full and r.considered for r in reqs],
+                                                        dtype=bool)
+        run.requests["prediction_cost"] = np.array([r.pcost for r in reqs], dtype=np.float64)
+        run.requests["prediction_server_s"] = np.array([r.pserver_s for r in reqs],
+                                                       dtype=np.float64)
         return run
 
 
 def check_supported(ordering: Ordering, predictor: Predictor | None,
-                    section: str = "schedule") -> None:
-    """Raise ConfigError (naming ``section.order`` or ``section.predictor``) if the ordered
-    stepper cannot run ``ordering`` with ``predictor``."""
-    field = f"{section}.order"
-    if ordering.needs_bit:
-        raise ConfigError(field, ordering.name, "an ordering without a cheap bit (the LLM "
-                          "engine draws one prediction per request)")
+                    section: str = "schedule", *, bit_predictor: Predictor | None = None) -> None:
+    """Raise ConfigError (naming ``section.predictor`` or ``section.bit_predictor``) if the
+    ordered stepper cannot run ``ordering`` with ``predictor`` and ``bit_predictor``."""
+    field = f"{section}.bit_predictor"
+    if ordering.needs_bit and bit_predictor is None:
+        raise ConfigError(field, None, f"a one_bit predictor table: order \"{ordering.name}\" "
+                          "needs a cheap bit per request")
+    if bit_predictor is not None and not ordering.needs_bit:
+        raise ConfigError(field, bit_predictor.describe().get("kind"),
+                          f"no bit predictor: order \"{ordering.name}\" reads no cheap bit "
+                          "(only skippredict does)")
+    if bit_predictor is not None and not isinstance(bit_predictor, OneBitPredictor):
+        raise ConfigError(f"{field}.kind", bit_predictor.describe().get("kind"),
+                          "one_bit (the cheap bit)")
     if ordering.uses == "prediction" and predictor is None:
         raise ConfigError(f"{section}.predictor", None,
                           f"a predictor table: order \"{ordering.name}\" ranks by predictions")
@@ -541,26 +614,35 @@ def run_ordered(requests: Requests, config: EngineConfig, cost, ordering: Orderi
                 Mapping[str, Any], predictor: Predictor | Mapping[str, Any] | None = None,
                 seed: int = 0, *, until_s: float | None = None,
                 max_in_system: int | None = None, record_batches: bool = False,
-                max_preemptions: int | None = None) -> EngineRun:
+                max_preemptions: int | None = None,
+                bit_predictor: Predictor | Mapping[str, Any] | None = None) -> EngineRun:
     """Simulate one replica serving ``requests`` in the order ``ordering`` defines.
 
     ``ordering`` is an Ordering or its spec (``"sprpt"``, ``{kind = "trail", c = 0.8}``);
     ``predictor`` a Predictor, its spec (``{kind = "lognormal", sigma = 0.5}``) or None (orderings
     that do not read predictions). Predictions come from ``Streams(seed).get("predictor")``.
     ``max_preemptions`` caps priority preemptions per request for every preemptive ordering.
+    ``bit_predictor`` (a ``one_bit`` predictor or its spec) gives SkipPredict its cheap bit, from
+    ``Streams(seed).get("bit")``; ``predictor`` may also be a SkipPredictors pair.
 
     The records carry the engine's columns plus ``predicted_tokens`` (the initial prediction),
     ``priority_preemptions`` and ``priority_recomputed_tokens`` (the part of
-    ``preemptions`` / ``recomputed_tokens`` due to priority rather than memory).
+    ``preemptions`` / ``recomputed_tokens`` due to priority rather than memory), ``cheap_bit``
+    (NaN without a bit predictor), ``expensive_prediction`` (whether the request got and paid for
+    the predictor's prediction), ``prediction_cost`` (external) and ``prediction_server_s``.
 
     Raises ConfigError for an unknown or unsupported ordering or predictor, or a missing predictor.
     """
     if not isinstance(ordering, Ordering):
         ordering = make_ordering(ordering, "schedule.order")
+    if isinstance(predictor, SkipPredictors):
+        predictor, bit_predictor = predictor
     if predictor is not None and not isinstance(predictor, Predictor):
         predictor = make_predictor(predictor, seed=seed, field="schedule.predictor")
+    if bit_predictor is not None and not isinstance(bit_predictor, Predictor):
+        bit_predictor = make_predictor(bit_predictor, seed=seed, field="schedule.bit_predictor")
     stepper = OrderedStepper(requests, config, cost, ordering, predictor, seed, record_batches,
-                             max_preemptions)
+                             max_preemptions, bit_predictor)
     return stepper.run(until_s, None, max_in_system)
 
 
@@ -573,3 +655,13 @@ def preemption_totals(run: EngineRun) -> dict[str, int]:
         if col in df:
             out[col] = int(df[col].sum())
     return out
+
+
+def prediction_totals(run: EngineRun) -> dict[str, float]:
+    """Expensive predictions made, external prediction cost and server-time prediction work."""
+    df = run.requests
+    if "expensive_prediction" not in df:
+        return {}
+    return {"expensive_predictions": int(df["expensive_prediction"].sum()),
+            "prediction_cost": float(df["prediction_cost"].sum()),
+            "prediction_server_s": float(df["prediction_server_s"].sum())}

@@ -7,6 +7,15 @@ predictor = { kind = "lognormal", sigma = 0.5 }
 max_preemptions = 4                      # optional: priority preemptions per request, any order
 ```
 
+SkipPredict adds the cheap bit's predictor; ``predictor`` is then the expensive one:
+
+```toml
+[schedule]
+order = "skippredict"
+predictor = { kind = "lognormal", sigma = 0.5 }
+bit_predictor = { kind = "one_bit", threshold = 200, p_short_as_long = 0.1, p_long_as_short = 0.1 }
+```
+
 Without the table, or with ``order = "fcfs"`` and no predictor, the plain engine runs; otherwise
 ``servesim.engine.ordered.run_ordered`` does. Parsing builds the ordering and the predictor once
 so every error surfaces at load time, as one line naming the dotted field.
@@ -22,7 +31,7 @@ from servesim.core.fields import check_keys, integer, table
 from servesim.policies.ordering import FCFS, Ordering, make_ordering
 from servesim.predictors import Predictor, make_predictor
 
-SCHEDULE_KEYS = ("order", "predictor", "max_preemptions")
+SCHEDULE_KEYS = ("order", "predictor", "bit_predictor", "max_preemptions")
 
 
 @dataclass(frozen=True)
@@ -34,28 +43,39 @@ class ScheduleConfig:
         predictor: the predictor table, or None (orderings that read no prediction).
         max_preemptions: cap on priority preemptions per request (None: the ordering's own).
         source: the table as given.
+        bit_predictor: the cheap bit's predictor table (SkipPredict only), or None.
     """
 
     order: Ordering = field(default_factory=FCFS)
     predictor: Mapping[str, Any] | None = None
     max_preemptions: int | None = None
     source: Mapping[str, Any] = field(default_factory=dict)
+    bit_predictor: Mapping[str, Any] | None = None
 
     @property
     def ordered(self) -> bool:
         """True iff the run needs the ordered stepper (a non-FCFS order or a predictor)."""
         return not isinstance(self.order, FCFS) or self.predictor is not None
 
-    def make_predictor(self, seed: int) -> Predictor | None:
-        """A fresh predictor on ``seed``'s predictor stream, or None."""
+    def make_predictor(self, seed: int) -> Predictor | tuple[Predictor, Predictor] | None:
+        """A fresh predictor on ``seed``'s predictor stream, or None; with a bit predictor, the
+        SkipPredictors pair (the stepper draws the bits from ``seed``'s bit stream)."""
         if self.predictor is None:
             return None
-        return make_predictor(self.predictor, seed=seed, field="schedule.predictor")
+        full = make_predictor(self.predictor, seed=seed, field="schedule.predictor")
+        if self.bit_predictor is None:
+            return full
+        from servesim.engine.ordered import SkipPredictors
+
+        bit = make_predictor(self.bit_predictor, seed=seed, field="schedule.bit_predictor")
+        return SkipPredictors(full, bit)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"order": self.order.describe()}
         if self.predictor is not None:
             out["predictor"] = dict(self.predictor)
+        if self.bit_predictor is not None:
+            out["bit_predictor"] = dict(self.bit_predictor)
         if self.max_preemptions is not None:
             out["max_preemptions"] = self.max_preemptions
         return out
@@ -66,7 +86,8 @@ def parse_schedule(spec: Any, name: str = "schedule") -> ScheduleConfig:
 
     Raises ConfigError naming the dotted field for an unknown key (suggesting the closest), an
     unknown order or predictor kind (suggesting the closest), a bad parameter, an ordering the
-    LLM engine does not support, or an order that reads predictions without a predictor.
+    LLM engine does not support, an order that reads predictions without a predictor, or a
+    bit predictor missing (skippredict), superfluous (any other order) or not ``one_bit``.
     """
     from servesim.engine.ordered import check_supported
 
@@ -78,8 +99,13 @@ def parse_schedule(spec: Any, name: str = "schedule") -> ScheduleConfig:
     if predictor_spec is not None:
         predictor_spec = dict(table(predictor_spec, f"{name}.predictor"))
         predictor = make_predictor(predictor_spec, seed=0, field=f"{name}.predictor")
+    bit_spec = spec.get("bit_predictor")
+    bit = None
+    if bit_spec is not None:
+        bit_spec = dict(table(bit_spec, f"{name}.bit_predictor"))
+        bit = make_predictor(bit_spec, seed=0, field=f"{name}.bit_predictor")
     cap = spec.get("max_preemptions")
     if cap is not None:
         cap = integer(cap, f"{name}.max_preemptions", low=0)
-    check_supported(order, predictor, name)
-    return ScheduleConfig(order, predictor_spec, cap, dict(spec))
+    check_supported(order, predictor, name, bit_predictor=bit)
+    return ScheduleConfig(order, predictor_spec, cap, dict(spec), bit_spec)
