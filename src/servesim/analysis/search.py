@@ -247,13 +247,7 @@ def empirical_lambda_star(table: Mapping[str, Any], *, seeds: Sequence[int] | It
     """
     from servesim.theory import scenario_capacity
 
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ConfigError("seeds", seeds, "at least one seed")
-    if not 0 <= lo < hi:
-        raise ConfigError("lo", (lo, hi), "0 <= lo < hi")
-    if iterations < 1:
-        raise ConfigError("iterations", iterations, "an integer >= 1")
+    seeds = _search_args(seeds, lo, hi, iterations)
     if inconclusive not in _STATES:
         raise ConfigError("inconclusive", inconclusive, "'stable' or 'unstable'")
     kw = dict(seeds=seeds, horizon_s=horizon_s, rate_field=rate_field,
@@ -335,13 +329,7 @@ def lambda_star_interval(table: Mapping[str, Any], *, seeds: Sequence[int] | Ite
     Raises ConfigError for lo >= hi, lo < 0, iterations < 1, no seeds, a confidence or
     seed_confidence outside (0, 1) or batches < 3.
     """
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ConfigError("seeds", seeds, "at least one seed")
-    if not 0 <= lo < hi:
-        raise ConfigError("lo", (lo, hi), "0 <= lo < hi")
-    if iterations < 1:
-        raise ConfigError("iterations", iterations, "an integer >= 1")
+    seeds = _search_args(seeds, lo, hi, iterations)
     for name, value in (("confidence", confidence), ("seed_confidence", seed_confidence)):
         if not 0 < value < 1:
             raise ConfigError(name, value, "a number in (0, 1)")
@@ -419,3 +407,15 @@ def _for_policy(table: Mapping[str, Any], policy: str) -> dict[str, Any]:
         elif policy != "nested_wait":
             wait.pop("segments", None)
     return t
+
+
+def _search_args(seeds: Iterable[int], lo: float, hi: float, iterations: int) -> list[int]:
+    """The seeds as a list, after checking the arguments every bisection shares."""
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ConfigError("seeds", seeds, "at least one seed")
+    if not 0 <= lo < hi:
+        raise ConfigError("lo", (lo, hi), "0 <= lo < hi")
+    if iterations < 1:
+        raise ConfigError("iterations", iterations, "an integer >= 1")
+    return seeds
