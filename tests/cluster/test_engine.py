@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import COST, D, engine, one_step
+from cluster_cases import COST, D, engine, one_step
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import D, engine
+from cluster_cases import D, engine
 
 from servesim.cluster import (
     EngineSpec,

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import COST, D, engine
+from cluster_cases import COST, D, engine
 from scipy import stats
 
 from servesim.cluster import Network, StepClass, Workflow, network_theory, simulate_network

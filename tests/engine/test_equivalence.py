@@ -7,7 +7,7 @@ and runs stopped mid-way.
 
 import numpy as np
 import pandas as pd
-from conftest import SYSTEMS, make_config, random_case
+from engine_cases import SYSTEMS, make_config, random_case
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -6,7 +6,7 @@ is schematic about the budget).
 """
 
 import pytest
-from conftest import make_config
+from engine_cases import make_config
 
 from servesim.engine.cost import Staircase
 from servesim.engine.replica import run_engine

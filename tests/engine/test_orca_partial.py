@@ -10,7 +10,7 @@ prefill after younger ones, which dissolves the frontier.
 
 import numpy as np
 import pandas as pd
-from conftest import make_config
+from engine_cases import make_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -4,7 +4,7 @@ TRAIL preemption traces, and invariants under every preemptive ordering."""
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SYSTEMS, make_config, random_case
+from engine_cases import SYSTEMS, make_config, random_case
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

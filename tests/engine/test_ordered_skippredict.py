@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SYSTEMS, make_config, random_case
+from engine_cases import SYSTEMS, make_config, random_case
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

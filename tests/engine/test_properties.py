@@ -1,7 +1,7 @@
 """Properties over random small scenarios and every batching system."""
 
 import numpy as np
-from conftest import SYSTEMS, random_case
+from engine_cases import SYSTEMS, random_case
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -4,7 +4,7 @@ The staircase cost gives 46.75 ms for any batch of at most 128 tokens (11.28 + 3
 """
 
 import pytest
-from conftest import make_config
+from engine_cases import make_config
 
 from servesim.engine.cost import Staircase
 from servesim.engine.replica import run_engine

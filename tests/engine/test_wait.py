@@ -7,7 +7,7 @@ the batch contents matter.
 
 import numpy as np
 import pytest
-from conftest import make_config, random_case
+from engine_cases import make_config, random_case
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -81,7 +81,14 @@ class ReferenceStepper:
         self.batches: list | None = [] if record_batches else None
         self.rows: dict[str, list] = {c: [] for c in ITERATION_COLUMNS}
         self.limit = config.length_limits
-        self.check = False   # the reference checks KV capacity at every token regardless
+        # KV capacity is checked at every token regardless; ``check`` also recomputes the
+        # running totals below at every iteration (slow; for tests).
+        self.check = False
+        # Running totals over the requests in the system (queue, running, swapped), kept at
+        # every change so an iteration's record costs O(1), not a pass over a long queue.
+        self.need_tokens = 0      # sum of need: prefill tokens still owed
+        self.need_free = 0        # requests with need == 0 (decoders, running or swapped)
+        self.left_tokens = 0      # sum of output - generated
 
     # -- the view -----------------------------------------------------------------------
     @property
@@ -107,6 +114,28 @@ class ReferenceStepper:
     def _need(self, decoders: Sequence[_Req]) -> int:
         return sum(1 for r in decoders if r.computed % self.block_tokens == 0)
 
+    # -- running totals -----------------------------------------------------------------
+    def _count(self, r: _Req, sign: int) -> None:
+        """Add (+1) or remove (-1) ``r``'s share of the totals as it enters or leaves."""
+        self.need_tokens += sign * r.need
+        self.need_free += sign * (r.need == 0)
+        self.left_tokens += sign * (r.output - r.generated)
+
+    def _set_need(self, r: _Req, need: int) -> None:
+        """Change ``r.need`` (``r`` in the system) and keep the totals in step."""
+        self.need_tokens += need - r.need
+        self.need_free += (need == 0) - (r.need == 0)
+        r.need = need
+
+    def check_totals(self) -> None:
+        """Recompute the running totals from the containers; raise if they disagree."""
+        inside = list(self._in_system())
+        found = (sum(r.need for r in inside), sum(r.need == 0 for r in inside),
+                 sum(r.output - r.generated for r in inside))
+        kept = (self.need_tokens, self.need_free, self.left_tokens)
+        if found != kept:
+            raise SimulationError(f"running totals {kept} != recomputed {found}")
+
     # -- setup --------------------------------------------------------------------------
     def start_decoding(self, i: int) -> None:
         """Put request ``i`` in the engine at its arrival, prefill already done (for tests)."""
@@ -117,6 +146,7 @@ class ReferenceStepper:
         r.blocks = -(-r.prompt // self.block_tokens)
         self.free_blocks -= r.blocks
         self.running.append(r)
+        self._count(r, 1)
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, until_s: float | None = None,
@@ -162,9 +192,12 @@ class ReferenceStepper:
             return
         r.move(Status.WAITING)
         self.queue.append(r)
+        self._count(r, 1)
 
     def _iterate(self, t: float) -> float | None:
-        demand = sum(r.need if r.need > 0 else 1 for r in self._in_system())
+        if self.check:
+            self.check_totals()
+        demand = self.need_tokens + self.need_free
         self.swap_s = 0.0
         self.waiting = self.queue
         self._swap_in()
@@ -251,7 +284,7 @@ class ReferenceStepper:
         self.free_blocks += r.blocks
         r.recomputed += r.computed
         r.computed, r.blocks = 0, 0
-        r.need = r.prompt + r.generated
+        self._set_need(r, r.prompt + r.generated)
         r.move(Status.WAITING)
         self.queue.appendleft(r)
 
@@ -283,12 +316,13 @@ class ReferenceStepper:
         self.free_blocks -= new_blocks - r.blocks
         r.blocks = new_blocks
         r.computed += x
-        r.need -= x
+        self._set_need(r, r.need - x)
 
     def _decode(self, r: _Req, end: float) -> None:
         B = self.block_tokens
         r.computed += 1
         r.generated += 1
+        self.left_tokens -= 1
         new_blocks = -(-r.computed // B)
         self.free_blocks -= new_blocks - r.blocks
         r.blocks = new_blocks
@@ -297,6 +331,7 @@ class ReferenceStepper:
             r.move(Status.FINISHED)
             r.finish_s = end
             self.running.remove(r)
+            self._count(r, -1)
             self.free_blocks += r.blocks
             r.blocks = 0
         if self.free_blocks < 0:
@@ -305,7 +340,9 @@ class ReferenceStepper:
     def _record(self, t, dur, prefill, decode, chunks, demand) -> None:
         rows = self.rows
         used = self.cfg.kv.blocks - self.free_blocks
-        backlog = sum(r.need + r.output - r.generated for r in self._in_system())
+        if self.check:
+            self.check_totals()
+        backlog = self.need_tokens + self.left_tokens
         for key, val in (("start_s", t), ("duration_s", dur), ("prefill_tokens", prefill),
                          ("decode_tokens", decode), ("batch_size", decode + chunks),
                          ("kv_blocks_used", used),
