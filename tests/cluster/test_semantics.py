@@ -47,7 +47,7 @@ def test_routed_branches_merge_once_per_arrival():
 
 def test_two_workflows_share_a_downstream_class():
     """plan_a and plan_b, in separate workflows, both feed answer: lambda_answer = 2 + 2 and
-    each task visits answer once (the reviewer's shared-step case lost them all)."""
+    each task visits answer once (an implicit join used to lose them all)."""
     cls = {"plan_a": StepClass("plan_a", "e", D(10), D(3), next=("answer",)),
            "plan_b": StepClass("plan_b", "e", D(10), D(3), next=("answer",)),
            "answer": StepClass("answer", "e", D(10), D(3))}
