@@ -10,7 +10,7 @@ Run from the repository root:
 Every run is ``examples/batch_cap_region.toml`` (after any ``--set``) with ``engine.batching``
 and ``engine.token_budget`` overridden. The script prints, in this order:
 
-1. the region calculator's explanation (``servesim.theory.capacity``): the vertices of the
+1. the region calculator's explanation (``servesim.theory.cap_region``): the vertices of the
    stability region R with the batch-size cap, which batch attains each vertex, whether a
    work-conserving policy forms that batch when backlogged (``wc_reachable``) at each budget,
    and whether the operating point (lambda m_p, lambda m_d) lies inside R and inside the
@@ -40,7 +40,7 @@ import pandas as pd
 from servesim import simulate
 from servesim.analysis.study import study
 from servesim.scenario import apply_overrides, scenario_from_dict
-from servesim.theory.capacity import CapRegion, cap_region, wc_reachable, wc_saturated_region
+from servesim.theory.cap_region import CapRegion, cap_region, wc_reachable, wc_saturated_region
 
 HERE = Path(__file__).resolve().parent
 SCENARIO = HERE / "batch_cap_region.toml"
@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     budgets = [int(x) for x in args.budgets.split(",") if x.strip()]
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     table = load_table(args.overrides)
-    print("== theory (servesim.theory.capacity) ==")
+    print("== theory (servesim.theory.cap_region) ==")
     predicted = explain(table, budgets)
     print(f"\n== simulation: study(), horizon {args.horizon:g} s, seeds {seeds}, "
           "99% CI of the backlog slope over the second half ==")

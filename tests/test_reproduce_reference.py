@@ -21,7 +21,7 @@ import pytest
 
 from servesim.analysis.study import study
 from servesim.scenario import apply_overrides, scenario_from_dict
-from servesim.theory.capacity import cap_region, wc_reachable, wc_saturated_region
+from servesim.theory.cap_region import cap_region, wc_reachable, wc_saturated_region
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

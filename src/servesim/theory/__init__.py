@@ -1,13 +1,18 @@
 """Closed-form and numeric theory for servesim: capacities, loads and stability regions."""
 
+from servesim.theory.cap_region import (
+    CapRegion,
+    VertexBatch,
+    cap_region,
+    vertex_budgets,
+    wc_reachable,
+    wc_saturated_region,
+)
 from servesim.theory.capacity import (
     SOURCE,
-    CapRegion,
     CycleCapacity,
     Quantity,
     RequestCapacity,
-    VertexBatch,
-    cap_region,
     fastertransformer_cycle_capacity,
     load,
     mean_context_per_decode,
@@ -15,9 +20,6 @@ from servesim.theory.capacity import (
     scenario_capacity,
     static_batching_capacity,
     token_capacity,
-    vertex_budgets,
-    wc_reachable,
-    wc_saturated_region,
 )
 from servesim.theory.fluid import (
     MemoryTimeBound,
