@@ -1,22 +1,17 @@
 """SkipPredict in the LLM engine: a hand-checked trace, expensive predictions only for requests
 whose cheap bit says long, prediction costs (external and server time), invariants under every
-batching system, and a scenario run through ``servesim run``."""
-
-import json
-from pathlib import Path
+batching system (the [schedule] table, its errors and a scenario run through ``servesim run``
+are tested in tests/test_schedule_scenario.py)."""
 
 import numpy as np
-import pandas as pd
 import pytest
 from engine_cases import SYSTEMS, make_config, random_case
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ordered_cases import assert_every_request_completes
 
-from servesim.cli.main import run_cli
-from servesim.core.errors import ConfigError
 from servesim.engine.cost import Affine
 from servesim.engine.ordered import prediction_totals, run_ordered
-from servesim.policies.schedule import parse_schedule
 from servesim.workload.requests import Requests
 
 ORACLE = {"kind": "oracle"}
@@ -128,83 +123,11 @@ def test_invariants(seed, system, full, server_s, aging):
         bit["cost"] = {"kind": "server_time", "seconds": server_s}
     order = {"kind": "aging", "base": "skippredict", "wait_s": 0.5} if aging else "skippredict"
     run = run_ordered(requests, config, cost, order, full, seed, bit_predictor=bit)
-    df, it = run.requests, run.iterations
+    assert_every_request_completes(run, config)
+    df = run.requests
     done = df["status"] == "finished"
-    # Every request finishes exactly once (or is rejected at arrival), with all its tokens.
-    assert set(df["status"]) <= {"finished", "rejected"}
-    assert df["finish_s"][done].notna().all() and df["finish_s"][~done].isna().all()
-    assert (df["generated_tokens"][done] == df["output_tokens"][done]).all()
-    assert it["decode_tokens"].sum() == df["generated_tokens"].sum()
-    assert (it["kv_blocks_used"] <= config.kv.blocks).all()
-    assert (it["kv_blocks_used"].iloc[-1:] == 0).all()
     # Expensive predictions go exactly to the considered predicted-long requests.
     assert (df["expensive_prediction"] == ((df["cheap_bit"] == 1.0) & done)).all()
     if server_s is not None:
         assert df["prediction_server_s"].sum() == pytest.approx(server_s * done.sum())
 
-
-# -- configuration --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("table", "message"), [
-    ({"order": "skippredict", "predictor": ORACLE},
-     "schedule.bit_predictor: got None.*skippredict"),
-    ({"order": "sprpt", "predictor": ORACLE, "bit_predictor": exact_bit(5)},
-     "schedule.bit_predictor: got 'one_bit'.*reads no cheap bit"),
-    ({"order": "skippredict", "predictor": ORACLE, "bit_predictor": {"kind": "one_bti"}},
-     "schedule.bit_predictor.kind.*did you mean 'one_bit'"),
-    ({"order": "skippredict", "predictor": ORACLE, "bit_predictor": ORACLE},
-     "schedule.bit_predictor.kind: got 'oracle'"),
-    ({"order": "skippredict", "predictor": ORACLE,
-      "bit_predictor": {**exact_bit(5), "treshold": 5}},
-     "schedule.bit_predictor.treshold.*did you mean 'threshold'"),
-    ({"order": "skippredict", "bit_predictor": exact_bit(5)}, "schedule.predictor: got None"),
-    ({"order": "skippredict", "predictor": ORACLE, "bit_predicter": exact_bit(5)},
-     "schedule.bit_predicter.*did you mean 'bit_predictor'"),
-])
-def test_schedule_errors_are_one_line(table, message):
-    with pytest.raises(ConfigError, match=message) as info:
-        parse_schedule(table)
-    assert "\n" not in str(info.value)
-
-
-SCENARIO = """
-[run]
-seed = 1
-requests = 120
-
-[workload]
-arrival = { kind = "poisson", rate_per_s = 20.0 }
-prompt_tokens = { kind = "uniform", low = 16, high = 200 }
-output_tokens = { kind = "lognormal", mean = 60, cv = 1.0 }
-
-[engine]
-batching = "vllm"
-token_budget = 2048
-kv = { block_tokens = 16, blocks = 120 }
-cost = { kind = "staircase", c_ms = 11.28, a_ms = 35.47, b0 = 128 }
-
-[schedule]
-order = { kind = "skippredict" }
-predictor = { kind = "lognormal", sigma = 0.5, cost = { kind = "external", value = 2.0 } }
-bit_predictor = { kind = "one_bit", threshold = 60, p_short_as_long = 0.1, p_long_as_short = 0.1 }
-"""
-
-
-def test_skippredict_scenario_runs_through_servesim_run(tmp_path: Path):
-    path = tmp_path / "scenario.toml"
-    path.write_text(SCENARIO, encoding="utf-8")
-    out = tmp_path / "out"
-    assert run_cli(["run", str(path), "--out", str(out)]) == 0
-    df = pd.read_parquet(out / "requests.parquet")
-    assert (df["status"] == "finished").all()
-    long = df["cheap_bit"] == 1.0
-    assert 0 < long.sum() < len(df)
-    assert (df["expensive_prediction"] == long).all()
-    assert df["prediction_cost"].sum() == pytest.approx(2.0 * long.sum())
-    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    assert summary["completed"] == len(df)
-    assert summary["scenario"]["schedule"]["bit_predictor"]["threshold"] == 60
-    assert summary["priority_preemptions"] == df["priority_preemptions"].sum()
-    assert summary["expensive_predictions"] == df["expensive_prediction"].sum()
-    assert summary["prediction_cost"] == pytest.approx(df["prediction_cost"].sum())

@@ -90,6 +90,16 @@ def test_trail_limited_preemption_and_cap():
     assert make_ordering("spjf").victim([1], [1], [0], [0]) == -1
 
 
+def test_skippredict_victim_reads_the_cheap_bit():
+    """SkipPredict ranks bit-0 jobs (0, arrival) ahead of bit-1 jobs (1, pred - age), so the
+    victim is a predicted-long job whatever the numbers, and only the bits say which is long."""
+    o = make_ordering("skippredict")
+    sizes, preds, ages, arrivals = [9, 9, 9], [2, 50, 3], [0, 0, 0], [0, 1, 2]
+    assert o.victim(sizes, preds, ages, arrivals, bits=[1.0, 0.0, 0.0]) == 0
+    assert o.victim(sizes, preds, ages, arrivals, bits=[0.0, 0.0, 1.0]) == 2
+    assert o.victim(sizes, preds, ages, arrivals, bits=[1.0, 0.0, 1.0]) == 2
+
+
 def test_trail_extremes_are_sjf_and_srpt():
     arrival, size = [0, 1, 1.2, 3], [4, 1, 2.5, 0.2]
     assert finish({"kind": "trail", "c": 0}, arrival, size, size) == finish("sjf", arrival, size)

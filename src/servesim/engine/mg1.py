@@ -208,18 +208,16 @@ class _MG1:
         if self.o.preemptive and s.preemptible and s.slope > 0:
             top = self.best()
             if top is not None and top[0] == s.tier:
-                value_now = s.value + s.slope * (age - self._seg_age)
-                gap = top[1] + self.margin - value_now
+                gap = top[1] + self.margin - s.rank_after(age - self._seg_age)[1]
                 cross_t = self.t + max(gap, 0.0) / s.slope
                 if cross_t < best_t:
                     best_t, kind = cross_t, 2
         self.next_t, self.next_kind = best_t, kind
 
     def _running_key(self) -> tuple[int, float]:
-        s = self.seg
         if self.run_id >= self.n:
-            return s.tier, s.value
-        return s.tier, s.value + s.slope * (self._current_age() - self._seg_age)
+            return self.seg.rank_after(0.0)   # a prediction task's rank does not move
+        return self.seg.rank_after(self._current_age() - self._seg_age)
 
     def _check_preempt(self, key) -> None:
         if not (self.o.preemptive and self.seg.preemptible):
@@ -303,7 +301,7 @@ class _MG1:
             self._seg_age = self.age[j]
             top = self.best()
             if (self.o.preemptive and self.seg.preemptible and top is not None
-                    and (top[0], top[1]) < (self.seg.tier, self.seg.value)):
+                    and (top[0], top[1]) < self.seg.rank_after(0.0)):
                 self.preempt()
                 return
             self._plan(self.age[j])

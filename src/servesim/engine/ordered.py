@@ -72,11 +72,10 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from servesim.core.errors import ConfigError
 from servesim.core.rng import Streams
 from servesim.engine.config import EngineConfig
 from servesim.engine.reference import ReferenceStepper, _Req
@@ -90,7 +89,7 @@ from servesim.policies.ordering import (
     Trail,
     make_ordering,
 )
-from servesim.predictors import OneBit as OneBitPredictor
+from servesim.policies.schedule import SkipPredictors, check_supported
 from servesim.predictors import Predictor, make_predictor
 from servesim.predictors import Trail as TrailPredictor
 from servesim.workload.requests import Requests
@@ -98,14 +97,6 @@ from servesim.workload.requests import Requests
 INF = math.inf
 EXTRA_COLUMNS = ("predicted_tokens", "priority_preemptions", "priority_recomputed_tokens",
                  "cheap_bit", "expensive_prediction", "prediction_cost", "prediction_server_s")
-
-
-class SkipPredictors(NamedTuple):
-    """SkipPredict's two predictors: the cheap ``bit`` for every request and the expensive
-    ``full`` prediction for those whose bit says long."""
-
-    full: Predictor
-    bit: Predictor
 
 
 class _RankQueue:
@@ -225,7 +216,7 @@ class OrderedStepper(ReferenceStepper):
         check_supported(ordering, predictor, bit_predictor=bit_predictor)
         self.order = ordering
         self.aging = ordering if isinstance(ordering, Aging) else None
-        base = ordering.base if isinstance(ordering, Aging) else ordering
+        self.base = base = ordering.base if isinstance(ordering, Aging) else ordering
         self.trail = isinstance(base, Trail)
         caps = [m for m in (max_preemptions, getattr(base, "max_preemptions", None))
                 if m is not None]
@@ -303,7 +294,7 @@ class OrderedStepper(ReferenceStepper):
     def _segment(self, r: _Req) -> Segment:
         if r.boosted:
             return self.aging.boosted_segment(r.arrival)
-        o = self.aging.base if self.aging is not None else self.order
+        o = self.base
         s = o.segment(float(r.output), r.pred, float(r.generated), r.arrival,
                       bit=r.bit, preemptions=r.prio)
         capped = self.cap is not None and r.prio >= self.cap
@@ -343,8 +334,7 @@ class OrderedStepper(ReferenceStepper):
 
     @staticmethod
     def _rank(r: _Req) -> tuple[int, float]:
-        s = r.seg
-        return s.tier, s.value + s.slope * (r.generated - r.seg_age)
+        return r.seg.rank_after(r.generated - r.seg_age)
 
     def _refresh(self, r: _Req) -> None:
         """Re-evaluate a running request's rank piece and its next event."""
@@ -588,26 +578,6 @@ class OrderedStepper(ReferenceStepper):
         run.requests["prediction_server_s"] = np.array([r.pserver_s for r in reqs],
                                                        dtype=np.float64)
         return run
-
-
-def check_supported(ordering: Ordering, predictor: Predictor | None,
-                    section: str = "schedule", *, bit_predictor: Predictor | None = None) -> None:
-    """Raise ConfigError (naming ``section.predictor`` or ``section.bit_predictor``) if the
-    ordered stepper cannot run ``ordering`` with ``predictor`` and ``bit_predictor``."""
-    field = f"{section}.bit_predictor"
-    if ordering.needs_bit and bit_predictor is None:
-        raise ConfigError(field, None, f"a one_bit predictor table: order \"{ordering.name}\" "
-                          "needs a cheap bit per request")
-    if bit_predictor is not None and not ordering.needs_bit:
-        raise ConfigError(field, bit_predictor.describe().get("kind"),
-                          f"no bit predictor: order \"{ordering.name}\" reads no cheap bit "
-                          "(only skippredict does)")
-    if bit_predictor is not None and not isinstance(bit_predictor, OneBitPredictor):
-        raise ConfigError(f"{field}.kind", bit_predictor.describe().get("kind"),
-                          "one_bit (the cheap bit)")
-    if ordering.uses == "prediction" and predictor is None:
-        raise ConfigError(f"{section}.predictor", None,
-                          f"a predictor table: order \"{ordering.name}\" ranks by predictions")
 
 
 def run_ordered(requests: Requests, config: EngineConfig, cost, ordering: Ordering | str |

@@ -46,6 +46,10 @@ class Segment(NamedTuple):
     until_age: float = INF
     preemptible: bool = True
 
+    def rank_after(self, served: float) -> tuple[int, float]:
+        """The (tier, value) rank once the job has ``served`` more service on this piece."""
+        return self.tier, self.value + self.slope * served
+
 
 class Ordering:
     """Base class. Subclasses set ``name``, ``preemptive``, ``uses`` and implement ``segment``.
@@ -68,25 +72,26 @@ class Ordering:
     def rank(self, size: float, pred: float, age: float, arrival: float,
              **extra: Any) -> tuple[int, float]:
         """The (tier, value) rank at ``age``."""
-        s = self.segment(size, pred, age, arrival, **extra)
-        return s.tier, s.value
+        return self.segment(size, pred, age, arrival, **extra).rank_after(0.0)
 
     def needs_prediction(self, bit: float = 0.0) -> bool:
         """Whether a job with cheap bit ``bit`` gets (and pays for) a full prediction."""
         return self.uses == "prediction"
 
     def victim(self, sizes: Sequence[float], preds: Sequence[float], ages: Sequence[float],
-               arrivals: Sequence[float], preemptions: Sequence[int] | None = None) -> int:
+               arrivals: Sequence[float], preemptions: Sequence[int] | None = None,
+               bits: Sequence[float] | None = None) -> int:
         """Among running jobs, the preemptible one with the largest rank, or -1 if none is.
 
         Used by engines that run several jobs at once; the caller preempts it only if a waiting
-        job ranks strictly lower.
+        job ranks strictly lower. ``bits`` are the cheap bits of orderings that read one.
         """
         if not self.preemptive:
             return -1
         best, best_key = -1, None
         for i in range(len(sizes)):
             s = self.segment(sizes[i], preds[i], ages[i], arrivals[i],
+                             bit=0.0 if bits is None else bits[i],
                              preemptions=0 if preemptions is None else preemptions[i])
             key = (s.tier, s.value, arrivals[i])
             if s.preemptible and (best_key is None or key > best_key):

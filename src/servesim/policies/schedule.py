@@ -25,13 +25,43 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+from servesim.core.errors import ConfigError
 from servesim.core.fields import check_keys, integer, table
 from servesim.policies.ordering import FCFS, Ordering, make_ordering
+from servesim.predictors import OneBit as OneBitPredictor
 from servesim.predictors import Predictor, make_predictor
 
 SCHEDULE_KEYS = ("order", "predictor", "bit_predictor", "max_preemptions")
+
+
+class SkipPredictors(NamedTuple):
+    """SkipPredict's two predictors: the cheap ``bit`` for every request and the expensive
+    ``full`` prediction for those whose bit says long."""
+
+    full: Predictor
+    bit: Predictor
+
+
+def check_supported(ordering: Ordering, predictor: Predictor | None,
+                    section: str = "schedule", *, bit_predictor: Predictor | None = None) -> None:
+    """Raise ConfigError (naming ``section.predictor`` or ``section.bit_predictor``) if the
+    ordered stepper cannot run ``ordering`` with ``predictor`` and ``bit_predictor``."""
+    bit_field = f"{section}.bit_predictor"
+    if ordering.needs_bit and bit_predictor is None:
+        raise ConfigError(bit_field, None, f"a one_bit predictor table: order \"{ordering.name}\" "
+                          "needs a cheap bit per request")
+    if bit_predictor is not None and not ordering.needs_bit:
+        raise ConfigError(bit_field, bit_predictor.describe().get("kind"),
+                          f"no bit predictor: order \"{ordering.name}\" reads no cheap bit "
+                          "(only skippredict does)")
+    if bit_predictor is not None and not isinstance(bit_predictor, OneBitPredictor):
+        raise ConfigError(f"{bit_field}.kind", bit_predictor.describe().get("kind"),
+                          "one_bit (the cheap bit)")
+    if ordering.uses == "prediction" and predictor is None:
+        raise ConfigError(f"{section}.predictor", None,
+                          f"a predictor table: order \"{ordering.name}\" ranks by predictions")
 
 
 @dataclass(frozen=True)
@@ -65,8 +95,6 @@ class ScheduleConfig:
         full = make_predictor(self.predictor, seed=seed, field="schedule.predictor")
         if self.bit_predictor is None:
             return full
-        from servesim.engine.ordered import SkipPredictors
-
         bit = make_predictor(self.bit_predictor, seed=seed, field="schedule.bit_predictor")
         return SkipPredictors(full, bit)
 
@@ -89,23 +117,21 @@ def parse_schedule(spec: Any, name: str = "schedule") -> ScheduleConfig:
     LLM engine does not support, an order that reads predictions without a predictor, or a
     bit predictor missing (skippredict), superfluous (any other order) or not ``one_bit``.
     """
-    from servesim.engine.ordered import check_supported
-
     spec = table(spec, name)
     check_keys(spec, name, SCHEDULE_KEYS)
     order = make_ordering(spec.get("order", "fcfs"), f"{name}.order")
-    predictor_spec = spec.get("predictor")
-    predictor = None
-    if predictor_spec is not None:
-        predictor_spec = dict(table(predictor_spec, f"{name}.predictor"))
-        predictor = make_predictor(predictor_spec, seed=0, field=f"{name}.predictor")
-    bit_spec = spec.get("bit_predictor")
-    bit = None
-    if bit_spec is not None:
-        bit_spec = dict(table(bit_spec, f"{name}.bit_predictor"))
-        bit = make_predictor(bit_spec, seed=0, field=f"{name}.bit_predictor")
+    predictor_spec, predictor = _predictor(spec.get("predictor"), f"{name}.predictor")
+    bit_spec, bit = _predictor(spec.get("bit_predictor"), f"{name}.bit_predictor")
     cap = spec.get("max_preemptions")
     if cap is not None:
         cap = integer(cap, f"{name}.max_preemptions", low=0)
     check_supported(order, predictor, name, bit_predictor=bit)
     return ScheduleConfig(order, predictor_spec, cap, dict(spec), bit_spec)
+
+
+def _predictor(spec: Any, field_name: str) -> tuple[dict[str, Any] | None, Predictor | None]:
+    """A predictor table (or None) and the predictor it builds, so a bad one fails at load."""
+    if spec is None:
+        return None, None
+    spec = dict(table(spec, field_name))
+    return spec, make_predictor(spec, seed=0, field=field_name)
