@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
 from servesim.analysis.stability import (
     COMPLETION_EPS,
     batch_means_slope,
     fluid_slope,
+    slope_ci,
     verdict,
 )
 from servesim.analysis.study import measure, timed_table
@@ -174,6 +173,32 @@ def _auto_cap(rate: float, horizon_s: float) -> int:
     return int(math.ceil(0.5 * rate * horizon_s)) + 100
 
 
+def _rate_scenario(table: Mapping[str, Any], rate_field: str, rate: float, horizon_s: float,
+                   max_in_system: int | str | None) -> Any:
+    """The scenario of ``table`` at ``rate`` over ``horizon_s``, with the run's cap on the
+    number in system set as ``max_in_system`` says ("auto", an integer, or None to keep)."""
+    t, _ = timed_table(table, rate_field, rate, horizon_s)
+    if max_in_system == "auto":
+        t["run"]["max_in_system"] = _auto_cap(rate, horizon_s)
+    elif max_in_system is not None:
+        t["run"]["max_in_system"] = int(max_in_system)
+    return scenario_from_dict(t)
+
+
+def _bisect(lo: float, hi: float, iterations: int,
+            is_stable: Callable[[int, float], bool]) -> tuple[float, float]:
+    """The final bracket after ``iterations`` halvings of [lo, hi]: a stable midpoint (by
+    ``is_stable(step, mid)``) raises the lower end, any other lowers the upper end."""
+    a, b = float(lo), float(hi)
+    for step in range(iterations):
+        mid = (a + b) / 2
+        if is_stable(step, mid):
+            a = mid
+        else:
+            b = mid
+    return a, b
+
+
 def probe_rate(table: Mapping[str, Any], rate: float, *, seeds: Sequence[int],
                horizon_s: float, rate_field: str = "workload.arrival.rate_per_s",
                max_in_system: int | str | None = "auto", confidence: float = 0.99,
@@ -192,12 +217,7 @@ def probe_rate(table: Mapping[str, Any], rate: float, *, seeds: Sequence[int],
 
     if not horizon_s > 0:
         raise ConfigError("horizon_s", horizon_s, "a positive number of seconds")
-    t, _ = timed_table(table, rate_field, rate, horizon_s)
-    if max_in_system == "auto":
-        t["run"]["max_in_system"] = _auto_cap(rate, horizon_s)
-    elif max_in_system is not None:
-        t["run"]["max_in_system"] = int(max_in_system)
-    scenario = scenario_from_dict(t)
+    scenario = _rate_scenario(table, rate_field, rate, horizon_s, max_in_system)
     got = measure(scenario, seeds, horizon_s)
     if got.stopped:
         cap = scenario.run.max_in_system
@@ -263,16 +283,13 @@ def empirical_lambda_star(table: Mapping[str, Any], *, seeds: Sequence[int] | It
         p_hi = probe_rate(table, hi, **kw)
         probes += [_with_step(p_lo, -2, counted(p_lo)), _with_step(p_hi, -1, counted(p_hi))]
         ends_ok = p_lo.state == "stable" and p_hi.state == "unstable"
-    a, b = float(lo), float(hi)
-    for step in range(iterations):
-        mid = (a + b) / 2
+
+    def probe(step: int, mid: float) -> bool:
         p = probe_rate(table, mid, **kw)
-        c = counted(p)
-        probes.append(_with_step(p, step, c))
-        if c == "stable":
-            a = mid
-        else:
-            b = mid
+        probes.append(_with_step(p, step, counted(p)))
+        return counted(p) == "stable"
+
+    a, b = _bisect(lo, hi, iterations, probe)
     t = copy.deepcopy(dict(table))
     set_field(t, rate_field, (lo + hi) / 2)
     theory = float(scenario_capacity(scenario_from_dict(t)).request_capacity.value)
@@ -295,12 +312,8 @@ def _seed_state(table: Mapping[str, Any], rate: float, seed: int, horizon_s: flo
     (``batch_means_slope``); else stable."""
     from servesim.api import simulate
 
-    t, _ = timed_table(table, rate_field, rate, horizon_s)
-    if max_in_system == "auto":
-        t["run"]["max_in_system"] = _auto_cap(rate, horizon_s)
-    elif max_in_system is not None:
-        t["run"]["max_in_system"] = int(max_in_system)
-    res = simulate(scenario_from_dict(t), seed=int(seed))
+    scenario = _rate_scenario(table, rate_field, rate, horizon_s, max_in_system)
+    res = simulate(scenario, seed=int(seed))
     if res.summary.get("stop_reason") == "max_in_system":
         return "unstable"
     trend = batch_means_slope(res.iterations, horizon_s, "in_system", batches)
@@ -339,23 +352,15 @@ def lambda_star_interval(table: Mapping[str, Any], *, seeds: Sequence[int] | Ite
         raise ConfigError("horizon_s", horizon_s, "a positive number of seconds")
     per_seed = []
     for seed in seeds:
-        a, b = float(lo), float(hi)
-        for _ in range(iterations):
-            mid = (a + b) / 2
-            if _seed_state(table, mid, seed, horizon_s, rate_field, max_in_system,
-                           seed_confidence, batches) == "stable":
-                a = mid
-            else:
-                b = mid
+        a, b = _bisect(lo, hi, iterations, lambda _, mid, seed=seed: _seed_state(
+            table, mid, seed, horizon_s, rate_field, max_in_system, seed_confidence,
+            batches) == "stable")
         per_seed.append((a + b) / 2)
     resolution = (hi - lo) / 2 ** iterations
-    x = np.asarray(per_seed)
-    mean = float(x.mean())
-    half = 0.0
-    if len(x) > 1:
-        half = float(stats.t.ppf((1 + confidence) / 2, len(x) - 1) * x.std(ddof=1)
-                     / math.sqrt(len(x)))
-    half += resolution / 2
+    # The t-interval of a mean over seeds is slope_ci's; one seed gives it no spread to use.
+    ci = slope_ci(per_seed, confidence)
+    mean = ci.mean
+    half = resolution / 2 + (ci.hi - ci.mean if ci.n > 1 else 0.0)
     # The search cannot speak outside [lo, hi]: few seeds give a t-interval wider than that.
     return LambdaInterval(per_seed, mean, max(float(lo), mean - half),
                           min(float(hi), mean + half), confidence, resolution,

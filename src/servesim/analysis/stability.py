@@ -111,9 +111,15 @@ def backlog_slope(iterations: pd.DataFrame, horizon_s: float, column: str = "bac
     if points < 2:
         raise ConfigError("points", points, "an integer >= 2")
     t = np.linspace(horizon_s / 2, horizon_s, points)
-    v = step_values(iterations, column, t)
-    tc = t - t.mean()
-    return float(np.dot(tc, v - v.mean()) / np.dot(tc, tc))
+    return _ols(t, step_values(iterations, column, t))[0]
+
+
+def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray, float]:
+    """Least-squares slope of y on x, the residuals, and Sxx (the centred sum of squares)."""
+    xc = x - x.mean()
+    sxx = float(np.dot(xc, xc))
+    slope = float(np.dot(xc, y - y.mean()) / sxx)
+    return slope, y - y.mean() - slope * xc, sxx
 
 
 @dataclass(frozen=True)
@@ -210,10 +216,7 @@ def batch_means_slope(iterations: pd.DataFrame, horizon_s: float, column: str = 
     t = np.linspace(horizon_s / 2, horizon_s, per * batches)
     means = step_values(iterations, column, t).reshape(batches, per).mean(axis=1)
     centres = t.reshape(batches, per).mean(axis=1)
-    xc = centres - centres.mean()
-    sxx = float(np.dot(xc, xc))
-    slope = float(np.dot(xc, means - means.mean()) / sxx)
-    resid = means - means.mean() - slope * xc
+    slope, resid, sxx = _ols(centres, means)
     se = math.sqrt(float(np.dot(resid, resid)) / (batches - 2) / sxx)
     return TrendTest(slope, se, batches)
 

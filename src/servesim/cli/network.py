@@ -12,19 +12,6 @@ from typing import Any
 import click
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN and infinities become None, numpy scalars plain numbers."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, str):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def study_dict(study: Any) -> dict[str, Any]:
     """Everything the command prints, as plain data."""
     th = study.theory
@@ -33,7 +20,9 @@ def study_dict(study: Any) -> dict[str, Any]:
         virtual = [{"classes": list(v.classes), "engines": list(v.engines),
                     "load": v.load.value, "formula": v.load.formula, "flagged": not v.stable}
                    for v in th.virtual.stations]
-    return _clean({
+    from servesim.metrics.summary import jsonable
+
+    return jsonable({
         "theory": {
             "rates_per_s": {k: q.value for k, q in th.rates.items()},
             "tokens": {k: {"prompt": p, "output": d} for k, (p, d) in th.tokens.items()},

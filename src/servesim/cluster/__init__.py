@@ -2,15 +2,7 @@
 replicas, class priorities, per-hop and per-task metrics (see docs/networks.md)."""
 
 from servesim.cluster.engine import ClassPriority, ClusterEngine, Visit
-from servesim.cluster.model import (
-    ROUTERS,
-    EngineSpec,
-    Network,
-    NetworkTheory,
-    StepClass,
-    Workflow,
-    network_theory,
-)
+from servesim.cluster.model import ROUTERS, EngineSpec, Network, StepClass, Workflow
 from servesim.cluster.report import (
     class_table,
     engine_table,
@@ -21,6 +13,7 @@ from servesim.cluster.report import (
 from servesim.cluster.scenario import NetworkScenario, load_network, network_from_dict
 from servesim.cluster.sim import NetworkRun, simulate_network
 from servesim.cluster.study import NetworkStudy, run_network, study_network
+from servesim.cluster.theory import NetworkTheory, network_theory
 
 __all__ = [
     "ROUTERS",

@@ -165,7 +165,7 @@ class ClusterEngine(ReferenceStepper):
 
     @property
     def decoders(self) -> list:
-        found = [r for r in self.running if r.need == 0]
+        found = super().decoders
         return self.priority.ordered(found) if self.priority is not None else found
 
     @property

@@ -20,13 +20,12 @@ from servesim.analysis.stability import (
     verdict,
     window_counts,
 )
-from servesim.cluster.model import NetworkTheory
 from servesim.cluster.sim import NetworkRun
+from servesim.cluster.theory import NetworkTheory
+from servesim.metrics.summary import stats
 
 __all__ = ["class_table", "engine_table", "network_series", "network_verdict", "rate_ci",
            "workflow_table"]
-
-_QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 
 
 def network_series(run: NetworkRun) -> pd.DataFrame:
@@ -99,10 +98,8 @@ def engine_table(runs: Sequence[NetworkRun], theory: NetworkTheory,
 
 
 def _stats(values: np.ndarray) -> dict[str, float]:
-    if len(values) == 0:
-        return {"mean": math.nan, **{k: math.nan for k, _ in _QUANTILES}}
-    return {"mean": float(values.mean()),
-            **{k: float(np.quantile(values, q)) for k, q in _QUANTILES}}
+    # The engine's mean/percentile rule; NaN rather than None for no sample keeps columns float.
+    return {k: math.nan if v is None else v for k, v in stats(values).items()}
 
 
 def _pooled(runs: Sequence[NetworkRun], attr: str) -> pd.DataFrame:

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from servesim.analysis.stability import Verdict
-from servesim.cluster.model import NetworkTheory, network_theory
 from servesim.cluster.report import class_table, engine_table, network_verdict, workflow_table
 from servesim.cluster.scenario import NetworkScenario
 from servesim.cluster.sim import NetworkRun, simulate_network
+from servesim.cluster.theory import NetworkTheory, network_theory
 from servesim.core.errors import ConfigError
 from servesim.core.fields import number
 

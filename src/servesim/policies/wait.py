@@ -37,6 +37,7 @@ divided by the mean KV a request holds while present, sum_j rho_j (l_j + l'_j/2)
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter, defaultdict
 from typing import Any
@@ -94,10 +95,14 @@ class _Threshold(Policy):
         """The groups whose entries may advance, from the entry inventories."""
         raise NotImplementedError
 
+    def queued(self, waiting: list) -> Counter:
+        """The waiting requests per group."""
+        return Counter(self.group(r) for r in waiting)
+
     # -- the plan ---------------------------------------------------------------------------
     def plan(self, view: Any) -> StepPlan:
         waiting = list(view.waiting)
-        entry = Counter(self.group(r) for r in waiting)
+        entry = self.queued(waiting)
         gated: dict[int, list] = defaultdict(list)
         stages: dict[tuple[int, int], list] = defaultdict(list)
         decoders = view.decoders
@@ -240,9 +245,15 @@ class NestedWait(_Threshold):
     def group(self, req: Any) -> int:
         return 0
 
+    def queued(self, waiting: list) -> Counter:
+        # Every waiting request is at segment 0: a count, not a pass over the queue, per plan.
+        return Counter({0: len(waiting)})
+
     def position(self, req: Any) -> tuple[int, bool]:
         k = req.generated
-        s = int(np.searchsorted(self.bounds, k, side="right")) - 1
+        # bisect on the plain list: called per decoder per iteration, where np.searchsorted's
+        # list-to-array conversion dominates.
+        s = bisect.bisect_right(self.bounds, k) - 1
         return s, s > 0 and k == self.bounds[s]
 
     def open_gates(self, entry: Counter) -> set[int]:
