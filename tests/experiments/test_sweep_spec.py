@@ -138,3 +138,11 @@ def test_example_sweep_loads() -> None:
     assert {p.params["engine.batching"] for p in sweep.points} == {
         "fastertransformer", "vllm", "orca", "sarathi"}
     assert all(p.table["run"]["horizon_s"] == 60.0 for p in sweep.points)
+
+
+def test_cli_executor_choices_match_the_registry() -> None:
+    """The CLI spells the executor names out (for a fast --help); they must be the registry's."""
+    from servesim.cli.experiments import _EXECUTORS
+    from servesim.experiments.execute import EXECUTORS
+
+    assert sorted(_EXECUTORS) == sorted(EXECUTORS)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+# The names of experiments.execute.EXECUTORS, spelled out so that --help imports no pandas.
 _EXECUTORS = ("local", "serial", "ray")
 
 

@@ -40,6 +40,7 @@ from servesim.experiments.store import (
     catalog_error,
     finished_ids,
     is_lock_error,
+    one_line,
     record_points,
     write_sweep_file,
 )
@@ -142,7 +143,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, executor: str = "local",
     error = _flush(out, pending, store.LOCK_WAIT_S)
     if error is not None:
         problem = "held by another process" if is_lock_error(error) else str(error)
-        raise ConfigError(str(out / store.CATALOG), _short(problem),
+        raise ConfigError(str(out / store.CATALOG), one_line(problem, 160),
                           f"a catalogue free to write: every point ran and is saved in its "
                           f"folder, but {len(pending)} are not catalogued yet; "
                           "run the sweep again to add them (nothing is simulated twice)")
@@ -163,11 +164,6 @@ def _flush(out: Path, records: list[dict[str, Any]], wait_s: float) -> Exception
     except duckdb.Error as e:
         return e
     return None
-
-
-def _short(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= 160 else flat[:157] + "..."
 
 
 def _recover(sweep: Sweep, out: Path, known: set[str],
@@ -288,12 +284,3 @@ EXECUTORS: dict[str, Callable[..., Iterator[PointResult]]] = {
     "ray": _ray,
 }
 
-
-def executor_names() -> list[str]:
-    """The registered executor names, for help texts."""
-    return sorted(EXECUTORS)
-
-
-def describe_points(points: Sequence[Point]) -> list[dict[str, Any]]:
-    """Plain rows (point_id, parameters, seed) for printing a sweep's plan."""
-    return [{"point_id": p.point_id, **p.params, "seed": p.seed} for p in points]

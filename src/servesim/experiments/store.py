@@ -30,9 +30,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from servesim.core.errors import ConfigError
 from servesim.experiments.runner import METRIC_COLUMNS
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["CATALOG", "CATALOG_COLUMNS", "SWEEP_FILE", "catalog_error", "finished_ids",
-           "open_views", "query", "record_points", "sweep_ids", "write_sweep_file"]
+           "one_line", "open_views", "query", "record_points", "sweep_ids", "write_sweep_file"]
 
 CATALOG = "catalog.duckdb"
 SWEEP_FILE = "sweep.json"
@@ -57,20 +57,29 @@ TABLES = ("requests", "iterations")
 LOCK_WAIT_S = 10.0
 """How long a reader or the sweep waits for the catalogue while another process holds it."""
 
+T = TypeVar("T")
 
-def _connect(path: Path, read_only: bool = False, wait_s: float | None = None):
-    """Open the catalogue, waiting up to ``wait_s`` (default ``LOCK_WAIT_S``) while another
-    process holds its lock (a sweep flushing records, or a reader)."""
+
+def _wait_for_lock(open_db: Callable[[], T], wait_s: float | None = None) -> T:
+    """Call ``open_db``, retrying for up to ``wait_s`` (default ``LOCK_WAIT_S``) while another
+    process holds the catalogue's lock (a sweep flushing records, or a reader)."""
     import duckdb
 
     deadline = time.monotonic() + (LOCK_WAIT_S if wait_s is None else wait_s)
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            return open_db()
         except duckdb.IOException as e:
-            if "lock" not in str(e).lower() or time.monotonic() >= deadline:
+            if not is_lock_error(e) or time.monotonic() >= deadline:
                 raise
             time.sleep(0.05)
+
+
+def _connect(path: Path, read_only: bool = False, wait_s: float | None = None):
+    """Open the catalogue file, waiting while another process holds it."""
+    import duckdb
+
+    return _wait_for_lock(lambda: duckdb.connect(str(path), read_only=read_only), wait_s)
 
 
 def _create(con) -> None:
@@ -95,7 +104,7 @@ def catalog_error(out_dir: str | Path, error: Exception) -> ConfigError:
         expected = ("a readable DuckDB catalogue; finished points are kept in their "
                     f"folders (points/*/point.json), so removing {path.name} and running "
                     "the sweep again rebuilds it")
-    return ConfigError(str(path), _one_line(str(error), 200), expected)
+    return ConfigError(str(path), one_line(str(error), 200), expected)
 
 
 def finished_ids(out_dir: str | Path) -> set[str]:
@@ -221,12 +230,12 @@ def query(out_dir: str | Path, sql: str, every_point: bool = False) -> pd.DataFr
     try:
         result = con.execute(sql)
         if con.description is None:
-            raise ConfigError("sql", _one_line(sql, 80), "a query that returns rows, such as "
+            raise ConfigError("sql", one_line(sql, 80), "a query that returns rows, such as "
                               "SELECT * FROM points")
         return result.df()
     except duckdb.Error as e:
-        raise ConfigError("sql", _one_line(sql, 80), f"a query DuckDB accepts ("
-                          f"{_one_line(str(e), 300)})") from None
+        raise ConfigError("sql", one_line(sql, 80), f"a query DuckDB accepts ("
+                          f"{one_line(str(e), 300)})") from None
     finally:
         con.close()
 
@@ -283,18 +292,8 @@ def _current_catalog(con, ids: list[str] | None) -> None:
                 "WHERE point_id IN (SELECT point_id FROM sweep_ids)")
 
 
-def _attach(con, path: Path, wait_s: float | None = None) -> None:
-    import duckdb
-
-    deadline = time.monotonic() + (LOCK_WAIT_S if wait_s is None else wait_s)
-    while True:
-        try:
-            con.execute(f"ATTACH {_sql_str(str(path))} AS cat (READ_ONLY)")
-            return
-        except duckdb.IOException as e:
-            if "lock" not in str(e).lower() or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.05)
+def _attach(con, path: Path) -> None:
+    _wait_for_lock(lambda: con.execute(f"ATTACH {_sql_str(str(path))} AS cat (READ_ONLY)"))
 
 
 def _table_view(out: Path, name: str) -> str:
@@ -346,12 +345,8 @@ def _sql_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _one_line(text: str, limit: int) -> str:
+def one_line(text: str, limit: int) -> str:
+    """``text`` on one line, cut to ``limit`` characters: error messages stay one line."""
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
-
-def catalog_frame(out_dir: str | Path, columns: Iterable[str] | None = None) -> pd.DataFrame:
-    """The ``points`` view as a DataFrame (all columns, or ``columns``), ordered by point_id."""
-    cols = ", ".join(f'"{c}"' for c in columns) if columns else "*"
-    return query(out_dir, f"SELECT {cols} FROM points ORDER BY point_id")

@@ -71,7 +71,6 @@ def _matplotlib_config(out: Path) -> Iterator[None]:
 
 
 def _build(out: Path, data, out_file: str | Path | None) -> Path:
-    from servesim.report.data import stability_table
     from servesim.report.figures import FIGURES, render
 
     fig_dir = out / FIGURE_DIR
@@ -85,8 +84,7 @@ def _build(out: Path, data, out_file: str | Path | None) -> Path:
         _write(fig_dir / f"{stem}.png", png)
         _write(fig_dir / f"{stem}.svg", svg)
         sections.append(_section(stem, title, png, svg, draw.__doc__ or ""))
-    verdicts = stability_table(data.points, data.x)
-    page = _page(out, data, sections, verdicts)
+    page = _page(out, data, sections)
     path = Path(out_file) if out_file is not None else out / REPORT
     path.parent.mkdir(parents=True, exist_ok=True)
     _write(path, page.encode("utf-8"))
@@ -118,13 +116,14 @@ def _section(stem: str, title: str, png: bytes, svg: bytes, doc: str) -> str:
             "</figcaption></figure></section>")
 
 
-def _page(out: Path, data, sections: list[str], verdicts) -> str:
+def _page(out: Path, data, sections: list[str]) -> str:
     points = data.points
     policies = ", ".join(sorted(points["policy"].unique())) if len(points) else "none"
     seeds = points["seed"].nunique() if len(points) else 0
     head = (f"<p>{len(points)} finished points; policies: {html.escape(policies)}; "
             f"{seeds} seeds. Sweep folder: <code>{html.escape(str(out))}</code>.</p>")
     table = ""
+    verdicts = data.verdicts
     if not verdicts.empty:
         shown = verdicts[["label", "x", "lambda_star", "seeds", "state", "slope_lo",
                           "slope_hi"]].rename(columns={"x": data.x})

@@ -13,7 +13,7 @@ from scipy import stats
 
 from servesim.analysis.stability import step_values, verdict
 from servesim.core.errors import ConfigError
-from servesim.experiments.store import open_views
+from servesim.experiments.store import one_line, open_views
 from servesim.experiments.sweep import LOAD_AXIS, RATE_FIELD
 
 __all__ = ["ReportData", "latency_by_load", "load_report_data", "stability_table"]
@@ -39,6 +39,7 @@ class ReportData:
         requests: label, ttft_s and tpot_s of every request of the points at ``reference``.
         series: one time-series frame per label (the lowest seed at ``reference``).
         composition: prefill and decode tokens per iteration in time bins, same points.
+        verdicts: ``stability_table(points, x)``, read by a figure and by the page's table.
     """
 
     points: pd.DataFrame
@@ -47,6 +48,7 @@ class ReportData:
     requests: pd.DataFrame
     series: dict[str, pd.DataFrame]
     composition: dict[str, pd.DataFrame]
+    verdicts: pd.DataFrame
 
 
 def load_report_data(out_dir: str | Path) -> ReportData:
@@ -60,8 +62,8 @@ def load_report_data(out_dir: str | Path) -> ReportData:
     try:
         return _load(con)
     except duckdb.Error as e:
-        text = " ".join(str(e).split())[:200]
-        raise ConfigError("DIR", str(out_dir), f"a readable sweep folder ({text})") from None
+        raise ConfigError("DIR", str(out_dir),
+                          f"a readable sweep folder ({one_line(str(e), 200)})") from None
     finally:
         con.close()
 
@@ -79,7 +81,8 @@ def _load(con) -> ReportData:
     series = {row.label: _series(con, row) for row in shown}
     composition = {row.label: _composition(con, row) for row in shown}
     return ReportData(points=points, x=x, reference=reference, requests=requests,
-                      series=series, composition=composition)
+                      series=series, composition=composition,
+                      verdicts=stability_table(points, x))
 
 
 def _label(policy: str, params_json: str) -> str:

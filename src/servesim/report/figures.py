@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from servesim.report.data import LATENCY_METRICS, ReportData, latency_by_load, stability_table
+from servesim.report.data import LATENCY_METRICS, ReportData, latency_by_load
 
 __all__ = ["FIGURES", "render"]
 
@@ -130,7 +130,7 @@ def batch_composition(data: ReportData) -> Figure | None:
 
 def stability_map(data: ReportData) -> Figure | None:
     """The stability verdict of each policy at each load, beside the theoretical lambda*."""
-    table = stability_table(data.points, data.x)
+    table = data.verdicts
     if table.empty:
         return None
     labels = sorted(table["label"].unique())

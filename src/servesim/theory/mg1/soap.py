@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
+from servesim.theory.mg1.predictors import composite_gl
+
 __all__ = ["Rank", "SoapModel"]
 
 _AGE_STEPS = 8        # uniform age segments per job, before the declared breaks
@@ -84,16 +86,8 @@ def _prediction_cells(predictor: Any, xs: np.ndarray) -> tuple[np.ndarray, np.nd
         return np.concatenate([ninf, y], axis=1), np.concatenate([1 - p, p * w], axis=1)
     if not getattr(predictor, "continuous", False):
         return predictor.nodes(xs)
-    t, w = _gl3()
-    edges = np.linspace(0.0, 1.0, _Y_CELLS + 1)
-    v = (edges[:-1, None] + np.diff(edges)[:, None] * t).ravel()
-    w = (np.diff(edges)[:, None] * w).ravel()
+    v, w = composite_gl(np.linspace(0.0, 1.0, _Y_CELLS + 1), 3)
     return predictor.ppf(v[None, :], xs[:, None]), np.broadcast_to(w, (xs.size, w.size))
-
-
-def _gl3() -> tuple[np.ndarray, np.ndarray]:
-    t, w = np.polynomial.legendre.leggauss(3)
-    return (t + 1) / 2, w / 2
 
 
 def _ages(rank: Rank, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -234,8 +228,7 @@ class SoapModel:
         return (wait + self._residence(ages, v, worst)).reshape(x.shape)
 
     def _residence(self, ages: np.ndarray, v: np.ndarray, worst: np.ndarray) -> np.ndarray:
-        t, w = np.polynomial.legendre.leggauss(_GL_AGE)
-        t, w = (t + 1) / 2, w / 2
+        t, w = composite_gl((0.0, 1.0), _GL_AGE)
         h = np.diff(ages, axis=1)[..., None]
         v0, v1 = v[:, :-1, None], v[:, 1:, None]
         with np.errstate(invalid="ignore"):
