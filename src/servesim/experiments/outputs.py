@@ -28,7 +28,7 @@ from servesim.core.rng import Streams
 from servesim.metrics.summary import jsonable
 from servesim.scenario import Scenario
 
-__all__ = ["OUTPUT_FILES", "run_to_dir", "write_outputs", "write_summary"]
+__all__ = ["OUTPUT_FILES", "atomic_write", "run_to_dir", "write_outputs", "write_summary"]
 
 SUMMARY = "summary.json"
 REQUESTS = "requests.parquet"
@@ -36,7 +36,7 @@ ITERATIONS = "iterations.parquet"
 OUTPUT_FILES = (SUMMARY, REQUESTS, ITERATIONS)
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then move it onto ``path``."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -54,12 +54,12 @@ def write_summary(summary: dict[str, Any], out_dir: str | Path) -> Path:
     """Write ``summary.json`` atomically (NaN as null); return its path."""
     path = Path(out_dir) / SUMMARY
     text = json.dumps(jsonable(summary), indent=2, allow_nan=False, default=str) + "\n"
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
 
 
 def _write_table(df: pd.DataFrame, path: Path) -> None:
-    _atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+    atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def write_outputs(result: SimResult, out_dir: str | Path) -> Path:

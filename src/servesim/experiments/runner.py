@@ -118,7 +118,7 @@ def write_point(out_dir: str | Path, result: PointResult) -> None:
     """Write a point's tables and summary, then ``point.json`` (its catalogue record) last:
     a folder holding ``point.json`` holds a finished point."""
     from servesim.api import SimResult
-    from servesim.experiments.outputs import _atomic_write, write_outputs
+    from servesim.experiments.outputs import atomic_write, write_outputs
 
     assert result.frames is not None
     summary, requests, iterations = result.frames
@@ -127,7 +127,7 @@ def write_point(out_dir: str | Path, result: PointResult) -> None:
     folder = point_dir(out_dir, result.point_id)
     write_outputs(sim, folder)
     text = json.dumps(result.record, default=str)
-    _atomic_write(folder / POINT_RECORD, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(folder / POINT_RECORD, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     result.frames = None
 
 

@@ -147,14 +147,14 @@ def fingerprint(point_ids: Iterable[str]) -> str:
 def write_sweep_file(out_dir: str | Path, name: str, point_ids: list[str]) -> str | None:
     """Record the sweep now running into ``out_dir`` in ``sweep.json``; return the fingerprint
     of the sweep recorded there before if it was a different one, else None."""
-    from servesim.experiments.outputs import _atomic_write
+    from servesim.experiments.outputs import atomic_write
 
     path = Path(out_dir) / SWEEP_FILE
     previous = _read_sweep_file(out_dir)
     current = fingerprint(point_ids)
     text = json.dumps({"name": name, "fingerprint": current, "point_ids": list(point_ids)},
                       indent=1)
-    _atomic_write(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+    atomic_write(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
     if previous is None or previous.get("fingerprint") == current:
         return None
     return str(previous.get("fingerprint"))

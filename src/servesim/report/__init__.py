@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from servesim.experiments.outputs import _atomic_write
+from servesim.experiments.outputs import atomic_write
 
 __all__ = ["build_report"]
 
@@ -97,7 +97,7 @@ def _write(path: Path, payload: bytes) -> None:
         tmp.write_bytes(payload)
         os.chmod(tmp, 0o644)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _data_uri(kind: str, payload: bytes) -> str:
