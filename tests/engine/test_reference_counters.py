@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import pytest
 from engine_cases import SYSTEMS, make_config, random_case
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from servesim.core.errors import SimulationError
@@ -53,6 +53,8 @@ def _assert_drained_totals(stepper, run):
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), system=st.sampled_from(SYSTEMS),
        preemption=st.sampled_from(["recompute", "swap"]), decoding=st.integers(0, 3))
+# Requests started early need not be a prefix: here request 1 does not fit but 0 and 2 do.
+@example(seed=11163, system="static", preemption="recompute", decoding=3)
 def test_totals_match_the_sums(seed, system, preemption, decoding):
     requests, config, cost, until = random_case(np.random.default_rng(seed), system)
     config = _with_preemption(config, preemption)

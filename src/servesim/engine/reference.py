@@ -153,15 +153,13 @@ class ReferenceStepper:
             progress: Callable[[float], None] | None = None,
             max_in_system: int | None = None) -> EngineRun:
         t = 0.0
-        nxt = 0
         n = len(self.reqs)
-        while nxt < n and self.reqs[nxt].status != Status.PENDING:
-            nxt += 1
+        nxt = self._next_pending(0)
         reason = "drained"
         while True:
             while nxt < n and self.reqs[nxt].arrival <= t:
                 self._arrive(self.reqs[nxt])
-                nxt += 1
+                nxt = self._next_pending(nxt + 1)
             in_system = len(self.running) + len(self.queue) + len(self.swapped)
             if max_in_system is not None and in_system > max_in_system:
                 reason = "max_in_system"
@@ -185,6 +183,12 @@ class ReferenceStepper:
                 continue
             t = t + dur
         return self._result(t, reason)
+
+    def _next_pending(self, i: int) -> int:
+        """The first request from ``i`` on that has not entered (tests start some early)."""
+        while i < len(self.reqs) and self.reqs[i].status != Status.PENDING:
+            i += 1
+        return i
 
     def _arrive(self, r: _Req) -> None:
         if r.prompt + r.output > self.limit[0] or r.prompt > self.limit[1]:

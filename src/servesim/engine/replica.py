@@ -151,21 +151,26 @@ class Replica:
         self._admit(r, float(self.spec.arrival_s[i]))
         self._advance_prefill(r, r.need)
 
+    def _next_pending(self, i: int) -> int:
+        """The first request from ``i`` on that has not entered (tests start some early)."""
+        while i < self.n and self.status[i] != Status.PENDING:
+            i += 1
+        return i
+
     # -- the loop --------------------------------------------------------------------------
     def run(self, until_s: float | None = None,
             progress: Callable[[float], None] | None = None,
             max_in_system: int | None = None) -> EngineRun:
         arrivals = self.spec.arrival_s.tolist()
-        n, t, nxt, iters = self.n, 0.0, 0, 0
-        while nxt < n and self.status[nxt] != Status.PENDING:
-            nxt += 1
+        n, t, iters = self.n, 0.0, 0
+        nxt = self._next_pending(0)
         stop = float("inf") if until_s is None else until_s
         cap = n + 1 if max_in_system is None else max_in_system
         reason = "drained"
         while True:
             while nxt < n and arrivals[nxt] <= t:
                 self._arrive(nxt)
-                nxt += 1
+                nxt = self._next_pending(nxt + 1)
             if self.in_system > cap:
                 reason = "max_in_system"
                 break
