@@ -73,8 +73,9 @@ def simulate(scenario: Scenario, *, seed: int | None = None,
     ``seed`` overrides ``scenario.run.seed``. The run stops at ``run.horizon_s`` (horizon mode)
     or ``run.max_time_s`` (request-count mode, if set; otherwise when every request finished).
     ``progress`` receives the fraction done, in [0, 1], now and then. A ``[schedule]`` with a
-    non-FCFS order or a predictor runs on the ordered stepper (``run_ordered``), which ignores
-    ``progress`` and ``stepper``; its summary adds the priority preemption totals.
+    non-FCFS order or a predictor runs through ``run_ordered``: on the fast ordered replica where
+    it applies (``stepper="fast"``), else on the ordered stepper; its summary adds the priority
+    preemption and prediction totals.
 
     Raises ConfigError if ``seed`` is not an integer >= 0 or the workload cannot supply the
     requests asked for; SimulationError if the engine breaks an invariant.
@@ -89,7 +90,8 @@ def simulate(scenario: Scenario, *, seed: int | None = None,
         result = run_ordered(requests, scenario.engine, scenario.cost, schedule.order,
                              schedule.make_predictor(seed), seed, until_s=run.until_s,
                              max_in_system=run.max_in_system,
-                             max_preemptions=schedule.max_preemptions)
+                             max_preemptions=schedule.max_preemptions,
+                             stepper="auto" if stepper == "fast" else stepper, progress=progress)
     else:
         result = run_engine(requests, scenario.engine, scenario.cost, until_s=run.until_s,
                             progress=progress, stepper=stepper, max_in_system=run.max_in_system)

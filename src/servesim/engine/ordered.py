@@ -71,15 +71,19 @@ import bisect
 import heapq
 import math
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
-from servesim.core.rng import Streams
+from servesim.core.errors import ConfigError
+from servesim.core.registry import lookup
 from servesim.engine.config import EngineConfig
+from servesim.engine.ordered_replica import OrderedReplica, fast_supported
+from servesim.engine.prediction_draws import draw
 from servesim.engine.reference import ReferenceStepper, _Req
 from servesim.engine.state import EngineRun, Status
+from servesim.policies.batching import policy_class
 from servesim.policies.ordering import (
     FCFS,
     Aging,
@@ -228,15 +232,13 @@ class OrderedStepper(ReferenceStepper):
         self.waiting = self.queue
         self.swapped = _SwapQueue()
         self.running = _Running(self)
-        self.stream = Streams(seed).get("predictor")
         # Refining is only worth its events when the rank reads the prediction.
         self.refiner = (predictor if isinstance(predictor, TrailPredictor)
                         and ordering.uses == "prediction" else None)
         self.costs = [(getattr(bit_predictor, "cost", None), "bit"),
                       (getattr(predictor, "cost", None), "full")]
         self._pending_s = 0.0   # server-time prediction work not yet run
-        self._draw_bits(requests, bit_predictor, seed)
-        self._predict(requests, predictor)
+        self._predict(requests, predictor, bit_predictor, seed)
         self._dirty = True
         self._dec: list[_Req] = []
         self._pre: list[_Req] = []
@@ -246,36 +248,19 @@ class OrderedStepper(ReferenceStepper):
         self.boosts: list[tuple[float, int, int]] = []   # (due time, request id, queue visit)
         self.priority_scans = 0
 
-    def _predict(self, requests: Requests, predictor: Predictor | None) -> None:
-        n = len(self.reqs)
-        if predictor is None:
-            pred = np.full(n, np.nan)
-        elif isinstance(predictor, TrailPredictor):
-            self.trail_state = predictor.start(requests.output_tokens, rng=self.stream)
-            pred = predictor.prediction(self.trail_state)
-        else:
-            pred = predictor.predict(requests.output_tokens, requests.prompt_tokens,
-                                     rng=self.stream)
-        for r, y in zip(self.reqs, pred.tolist(), strict=True):
-            r.full = self.order.needs_prediction(r.bit)
-            # A request that never gets the expensive prediction has none on record.
-            r.pred0 = r.pred = float(y) if r.full or not self.order.needs_bit else math.nan
+    def _predict(self, requests: Requests, predictor: Predictor | None,
+                 bit_predictor: Predictor | None, seed: int) -> None:
+        d = draw(requests, self.order, predictor, bit_predictor, seed)
+        self.stream, self.trail_state = d.stream, d.trail_state
+        self.has_bit = bit_predictor is not None
+        for r, y, b, f in zip(self.reqs, d.pred0, d.bit, d.full, strict=True):
+            r.bit, r.full, r.pred0, r.pred = b, f, y, y
             r.considered, r.pcost, r.pserver_s = False, 0.0, 0.0
             r.prio = r.prio_recomputed = 0
             r.qkey = None
             r.seg, r.seg_age = None, 0
             r.refine_at = r.seg_end_at = r.cross_at = r.evt_at = INF
             r.boosted, r.waited_s, r.enq_t, r.visit = False, 0.0, r.arrival, 0
-
-    def _draw_bits(self, requests: Requests, bit_predictor: Predictor | None, seed: int) -> None:
-        if bit_predictor is None:
-            bits = [math.nan] * len(self.reqs)
-        else:
-            bits = bit_predictor.predict(requests.output_tokens, requests.prompt_tokens,
-                                         rng=Streams(seed).get("bit")).tolist()
-        self.has_bit = bit_predictor is not None
-        for r, b in zip(self.reqs, bits, strict=True):
-            r.bit = float(b)
 
     def _charge(self, r: _Req) -> None:
         """Book the predictions of ``r``, first considered now (see the module docstring)."""
@@ -585,7 +570,9 @@ def run_ordered(requests: Requests, config: EngineConfig, cost, ordering: Orderi
                 seed: int = 0, *, until_s: float | None = None,
                 max_in_system: int | None = None, record_batches: bool = False,
                 max_preemptions: int | None = None,
-                bit_predictor: Predictor | Mapping[str, Any] | None = None) -> EngineRun:
+                bit_predictor: Predictor | Mapping[str, Any] | None = None,
+                stepper: str = "auto", check_invariants: bool = False,
+                progress: Callable[[float], None] | None = None) -> EngineRun:
     """Simulate one replica serving ``requests`` in the order ``ordering`` defines.
 
     ``ordering`` is an Ordering or its spec (``"sprpt"``, ``{kind = "trail", c = 0.8}``);
@@ -601,7 +588,14 @@ def run_ordered(requests: Requests, config: EngineConfig, cost, ordering: Orderi
     (NaN without a bit predictor), ``expensive_prediction`` (whether the request got and paid for
     the predictor's prediction), ``prediction_cost`` (external) and ``prediction_server_s``.
 
-    Raises ConfigError for an unknown or unsupported ordering or predictor, or a missing predictor.
+    ``stepper``: "fast" runs the fast ordered replica (``ordered_replica.py``; the orderings and
+    predictors ``fast_supported`` accepts, on a batching system that decodes the oldest-k rule),
+    "reference" this module's stepper, and "auto" the fast one where it applies. Both give
+    identical records. ``check_invariants`` checks the fast replica's aggregates every
+    iteration (slow; for tests). ``progress`` is called by the fast replica only.
+
+    Raises ConfigError for an unknown or unsupported ordering or predictor, a missing predictor,
+    an unknown ``stepper``, or "fast" where it does not apply.
     """
     if not isinstance(ordering, Ordering):
         ordering = make_ordering(ordering, "schedule.order")
@@ -611,9 +605,26 @@ def run_ordered(requests: Requests, config: EngineConfig, cost, ordering: Orderi
         predictor = make_predictor(predictor, seed=seed, field="schedule.predictor")
     if bit_predictor is not None and not isinstance(bit_predictor, Predictor):
         bit_predictor = make_predictor(bit_predictor, seed=seed, field="schedule.bit_predictor")
-    stepper = OrderedStepper(requests, config, cost, ordering, predictor, seed, record_batches,
-                             max_preemptions, bit_predictor)
-    return stepper.run(until_s, None, max_in_system)
+    args = (requests, config, cost, ordering, predictor, seed, record_batches, max_preemptions,
+            bit_predictor)
+    if _use_fast(stepper, config, ordering, predictor, bit_predictor):
+        engine = OrderedReplica(*args)
+        engine.check = check_invariants
+        return engine.run(until_s, progress, max_in_system)
+    return OrderedStepper(*args).run(until_s, None, max_in_system)
+
+
+def _use_fast(stepper: str, config: EngineConfig, ordering: Ordering,
+              predictor: Predictor | None, bit_predictor: Predictor | None) -> bool:
+    choice = lookup({"auto": None, "fast": True, "reference": False}, stepper, "stepper")
+    fits = (fast_supported(ordering, predictor, bit_predictor)
+            and not policy_class(config.batching).explicit_decoders)
+    if choice is True and not fits:
+        raise ConfigError("stepper", stepper, "\"reference\" or \"auto\" for this schedule: "
+                          f"the fast ordered replica runs no {ordering.name!r} ordering with "
+                          "refinement, aging, priority preemption, server-time prediction costs "
+                          f"or the {config.batching!r} batching system that names its decoders")
+    return fits if choice is None else choice
 
 
 def preemption_totals(run: EngineRun) -> dict[str, int]:

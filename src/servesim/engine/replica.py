@@ -78,6 +78,8 @@ class _R:
 class Replica:
     """One engine replica; it is also the read-only view its policy plans from."""
 
+    request_type = _R
+
     def __init__(self, requests: Requests, config: EngineConfig, cost,
                  record_batches: bool = False) -> None:
         kv = config.kv
@@ -207,7 +209,7 @@ class Replica:
         if p + d > self.limit[0] or p > self.limit[1]:
             self.status[i] = Status.REJECTED
             return None
-        r = _R(i, p, d)
+        r = self.request_type(i, p, d)
         self.status[i] = Status.WAITING
         self.queue.append(r)
         self.pf_need += p
@@ -350,11 +352,15 @@ class Replica:
         self.n_decoders += 1
         self.ctx += r.computed
         heapq.heappush(self.heap, (r.base + r.output, next(self.seq), r))
+        self._attach(r)
+
+    def _attach(self, r: _R) -> None:
+        """Give a new decoder its place in the frontier (counted in the head's aggregates)."""
         if self.tail:
             self._place(r)
 
-    def _leave_decode(self, r: _R) -> None:
-        """Make the stale fields true again and close the token segment."""
+    def _detach(self, r: _R) -> None:
+        """Take a decoder out of the frontier, unparked (a parked one only by preemption)."""
         if r.park >= 0:
             self.tail.remove(r)   # a preemption, already O(running) for the victim rule
             self._unpark(r)
@@ -362,6 +368,10 @@ class Replica:
                 self.head = None
         elif self.head is not None:
             del self.head[r.id]
+
+    def _leave_decode(self, r: _R) -> None:
+        """Make the stale fields true again and close the token segment."""
+        self._detach(r)
         g = self.tick - r.base
         r.generated = g
         r.computed = r.prompt + g
@@ -584,6 +594,10 @@ class Replica:
                 tcounts[(key + self.sigma) % B] += 1
         if counts != self.cnt or tcounts != self.tcnt:
             problems.append("residue counts are stale")
+        return problems + self._order_problems(decoders, tail)
+
+    def _order_problems(self, decoders: list[_R], tail: list[_R]) -> list[str]:
+        problems = []
         if tail:
             order = list(self.head.values()) + list(self.tail) if self.head is not None else []
             if [r.id for r in order] != [r.id for r in decoders]:

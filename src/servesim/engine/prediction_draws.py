@@ -1,0 +1,70 @@
+"""The predictions an ordered run reads, drawn once at its start; both ordered engines use them.
+
+Streams: the cheap bit from ``Streams(seed).get("bit")``, the predictor's output (or TRAIL's
+initial classification) from ``Streams(seed).get("predictor")``, which a refining predictor
+keeps drawing from during the run. Draws are made for every request in arrival order, so runs
+with different orderings over the same requests and seed stay paired.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from servesim.core.rng import Streams
+from servesim.policies.ordering import Ordering
+from servesim.predictors import Predictor
+from servesim.predictors import Trail as TrailPredictor
+from servesim.workload.requests import Requests
+
+
+@dataclass
+class Draws:
+    """Per-request draws, as lists of Python floats and bools (indexed by request id)."""
+
+    pred0: list[float]    # the initial prediction, tokens (NaN: none read)
+    bit: list[float]      # the cheap bit (NaN without a bit predictor)
+    full: list[bool]      # whether the request gets (and pays for) the expensive prediction
+    stream: np.random.Generator   # the predictor's stream, for refinements
+    trail_state: Any = None       # a refining predictor's per-request posterior
+
+
+def draw(requests: Requests, ordering: Ordering, predictor: Predictor | None,
+         bit_predictor: Predictor | None, seed: int) -> Draws:
+    """Draw every request's bit and prediction (see the module docstring)."""
+    n = len(requests)
+    if bit_predictor is None:
+        bits = [math.nan] * n
+    else:
+        bits = bit_predictor.predict(requests.output_tokens, requests.prompt_tokens,
+                                     rng=Streams(seed).get("bit")).tolist()
+    stream = Streams(seed).get("predictor")
+    state = None
+    if predictor is None:
+        pred = np.full(n, np.nan)
+    elif isinstance(predictor, TrailPredictor):
+        state = predictor.start(requests.output_tokens, rng=stream)
+        pred = predictor.prediction(state)
+    else:
+        pred = predictor.predict(requests.output_tokens, requests.prompt_tokens, rng=stream)
+    bits = [float(b) for b in bits]
+    full = [ordering.needs_prediction(b) for b in bits]
+    # A request that never gets the expensive prediction has none on record.
+    pred0 = [float(y) if f or not ordering.needs_bit else math.nan
+             for y, f in zip(pred.tolist(), full, strict=True)]
+    return Draws(pred0, bits, full, stream, state)
+
+
+def external_cost(predictor: Predictor | None, bit_predictor: Predictor | None,
+                  full: bool) -> float:
+    """The external prediction cost booked for one request when the engine first considers it:
+    the cheap bit's, then the expensive prediction's if the request gets it."""
+    total = 0.0
+    for p, used in ((bit_predictor, bit_predictor is not None), (predictor, full)):
+        cost = getattr(p, "cost", None)
+        if cost is not None and used and cost.kind == "external":
+            total += cost.amount
+    return total
