@@ -2,15 +2,24 @@
 
 Event-driven. The events are arrivals, completions, the end of a rank piece of the job in service
 (``Segment.until_age``), the age at which its rising rank crosses the best waiting rank, the time a
-waiting job's starvation boost comes due (``Aging``) and the end of server-time prediction work.
-Waiting jobs' ranks are frozen (their age does not move), so they sit in a heap; only the job in
-service is re-ranked, and only at those events. Each job costs O(its events * log n).
+waiting job's starvation boost comes due (``Aging``), the end of server-time prediction work and
+the refinement of a prediction (below). Waiting jobs' ranks are frozen (their age does not
+move), so they sit in a heap; only the job in service is re-ranked, and only at those events.
+Each job costs O(its events * log n).
 
 Prediction costs: an ``external`` cost is booked per prediction in ``prediction_cost`` and delays
 nothing. A ``server_time`` cost is work for the server: on arrival a job first needs its
 predictions computed (the cheap bit, then, if the ordering asks for it, the full prediction), each
 a task served FCFS above every job; a non-preemptive ordering lets the job in service finish
 first. The job joins the queue once its predictions are done.
+
+Refinement (TRAIL's predictor, ``servesim.predictors.Trail``). When a preemptive ordering reads
+predictions, a job's predicted remaining is re-estimated every K units of attained service (K =
+``refine_every``, the analogue of K generated tokens: sizes are in the predictor's bin units),
+as an event of the job in service, never per unit of service. The rank then reads attained +
+predicted remaining as the predicted size, as the LLM engine does; TRAIL's preemption limit stays
+on the initial prediction. Refinements draw from the predictor's own stream, after the initial
+classification. A non-preemptive ordering never re-ranks a started job, so it is not refined.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ from servesim.core.errors import ConfigError, SimulationError
 from servesim.core.fields import integer, number
 from servesim.core.rng import Streams
 from servesim.policies.ordering import PREDICTION_TIER, Aging, Ordering, Segment
+from servesim.predictors import Trail as TrailPredictor
+from servesim.predictors import TrailState
 
 INF = math.inf
 _WAITING, _RUNNING, _DONE, _PENDING = 0, 1, 2, 3
@@ -45,6 +56,7 @@ class MG1Result:
         prediction_work_s: total server time spent on predictions.
         busy_periods_s: (m, 2) array of [start, end) busy periods.
         events: events processed.
+        refinements: times each job's prediction was refined during service.
     """
 
     arrival_s: np.ndarray
@@ -57,6 +69,7 @@ class MG1Result:
     prediction_work_s: float
     busy_periods_s: np.ndarray
     events: int
+    refinements: np.ndarray
 
     @property
     def response_s(self) -> np.ndarray:
@@ -67,17 +80,30 @@ class MG1Result:
         return int(self.preemptions.sum())
 
 
+@dataclass
+class Refinement:
+    """What refining one run's predictions needs: the TRAIL predictor, the state its ``start``
+    returned for these jobs (``prediction`` must be that state's initial predictions) and the
+    generator refinements draw from."""
+
+    predictor: TrailPredictor
+    state: TrailState
+    rng: np.random.Generator
+
+
 def run_mg1(ordering: Ordering, arrival_s: Any, size_s: Any, prediction: Any = None,
             bit: Any = None, first_s: Any = None, prediction_cost: Any = None,
-            bit_cost: Any = None) -> MG1Result:
+            bit_cost: Any = None, refinement: Refinement | None = None) -> MG1Result:
     """Serve the given jobs on one server in the order ``ordering`` defines.
 
     ``prediction`` (full predictions) is required when the ordering reads predictions, ``bit``
     (cheap bits, 1 = long) when it needs one. Costs are ``PredictionCost`` objects or None.
+    ``refinement`` refines predictions during service (see the module docstring).
 
     Raises ConfigError if an input the ordering needs is missing or shapes disagree.
     """
-    sim = _MG1(ordering, arrival_s, size_s, prediction, bit, first_s, prediction_cost, bit_cost)
+    sim = _MG1(ordering, arrival_s, size_s, prediction, bit, first_s, prediction_cost, bit_cost,
+               refinement)
     sim.run()
     return sim.result()
 
@@ -85,7 +111,8 @@ def run_mg1(ordering: Ordering, arrival_s: Any, size_s: Any, prediction: Any = N
 class _MG1:
     """The state of one run; ``run`` is the event loop."""
 
-    def __init__(self, ordering, arrival_s, size_s, prediction, bit, first_s, pcost, bcost):
+    def __init__(self, ordering, arrival_s, size_s, prediction, bit, first_s, pcost, bcost,
+                 refinement=None):
         self.o = ordering
         arr = np.asarray(arrival_s, dtype=np.float64)
         n = arr.size
@@ -100,6 +127,8 @@ class _MG1:
                             required=ordering.uses == "prediction").tolist()
         self.bit = _column(bit, n, "mg1.bit", required=ordering.needs_bit).tolist()
         self.first = _column(first_s, n, "mg1.first_s", required=False).tolist()
+        self.pred0 = list(self.pred)
+        self._init_refinement(refinement)
         self.pcost, self.bcost = pcost, bcost
         self.margin = ordering.crossing_margin
         self.aging = ordering if isinstance(ordering, Aging) else None
@@ -129,8 +158,22 @@ class _MG1:
         self.run_t = 0.0  # when the current piece started
         self.run_age = 0.0  # the running job's age then
         self.next_t = INF  # the running job's next event time
-        self.next_kind = 0  # 0 completion, 1 end of piece, 2 crossing
+        self.next_kind = 0  # 0 completion, 1 end of piece, 2 crossing, 3 refinement
         self._seg_age = 0.0  # the running job's age when ``seg`` was computed
+
+    def _init_refinement(self, refinement: Refinement | None) -> None:
+        o, n = self.o, self.n
+        self.ref = refinement if o.uses == "prediction" and o.preemptive else None
+        self.refinements = [0] * n
+        if self.ref is None:
+            self.refine_at = [INF] * n
+            return
+        if self.ref.state.sizes.size != n:
+            raise ConfigError("mg1.refinement", f"a state of {self.ref.state.sizes.size} jobs",
+                              f"the state of these {n} jobs")
+        k = self.ref.predictor.refine_every
+        # Only jobs whose rank reads the full prediction (SkipPredict: bit-1 jobs) are refined.
+        self.refine_at = [k if o.needs_prediction(b) else INF for b in self.bit]
 
     # -- waiting queue -----------------------------------------------------------------------
 
@@ -168,7 +211,8 @@ class _MG1:
 
     def _segment(self, j: int, age: float) -> Segment:
         return self.o.segment(self.size[j], self.pred[j], age, self.arr[j], bit=self.bit[j],
-                              first=self.first[j], preemptions=self.npre[j])
+                              first=self.first[j], preemptions=self.npre[j],
+                              initial_pred=self.pred0[j])
 
     def start(self) -> None:
         """Start the best waiting task if the server is idle (the server is work-conserving)."""
@@ -205,6 +249,9 @@ class _MG1:
         best_t, kind = self.t + (self.size[j] - age), 0
         if self.o.preemptive and s.until_age < INF and self.t + (s.until_age - age) < best_t:
             best_t, kind = self.t + (s.until_age - age), 1
+        refine_t = self.t + max(self.refine_at[j] - age, 0.0)
+        if refine_t < best_t:
+            best_t, kind = refine_t, 3
         if self.o.preemptive and s.preemptible and s.slope > 0:
             top = self.best()
             if top is not None and top[0] == s.tier:
@@ -295,18 +342,37 @@ class _MG1:
             return
         if self.next_kind == 1:
             # Snap to the piece's end: a rounded age just short of it would re-enter the piece.
-            self.age[j] = max(self.age[j], self.seg.until_age)
-            self.run_t, self.run_age = self.t, self.age[j]
-            self.seg = self._segment(j, self.age[j])
-            self._seg_age = self.age[j]
-            top = self.best()
-            if (self.o.preemptive and self.seg.preemptible and top is not None
-                    and (top[0], top[1]) < self.seg.rank_after(0.0)):
-                self.preempt()
-                return
-            self._plan(self.age[j])
+            self._new_piece(j, self.seg.until_age)
+            return
+        if self.next_kind == 3:
+            self.refine(j)
             return
         self.preempt()
+
+    def _new_piece(self, j: int, at_age: float) -> None:
+        """Re-rank the running job j at age ``at_age``; preempt it if a waiting one now ranks
+        lower and it is preemptible."""
+        self.age[j] = max(self.age[j], at_age)
+        self.run_t, self.run_age = self.t, self.age[j]
+        self.seg = self._segment(j, self.age[j])
+        self._seg_age = self.age[j]
+        top = self.best()
+        if (self.o.preemptive and self.seg.preemptible and top is not None
+                and (top[0], top[1]) < self.seg.rank_after(0.0)):
+            self.preempt()
+            return
+        self._plan(self.age[j])
+
+    def refine(self, j: int) -> None:
+        """Re-estimate job j's remaining size at attained service ``refine_at[j]`` (a multiple
+        of K); its predicted size becomes attained + predicted remaining."""
+        at = self.refine_at[j]
+        r = self.ref
+        left = r.predictor.refine(r.state, at, rows=j, rng=r.rng)
+        self.pred[j] = at + float(left[0])
+        self.refine_at[j] = at + r.predictor.refine_every
+        self.refinements[j] += 1
+        self._new_piece(j, at)
 
     def complete(self, j: int) -> None:
         if self.state[j] == _DONE:
@@ -358,6 +424,7 @@ class _MG1:
             prediction_cost=np.asarray(self.ext_cost), prediction_work_s=self.pred_work,
             busy_periods_s=np.asarray(self.busy, dtype=np.float64).reshape(-1, 2),
             events=self.events,
+            refinements=np.asarray(self.refinements, dtype=np.int64),
         )
 
 
@@ -376,12 +443,15 @@ def _column(values: Any, n: int, field: str, *, required: bool) -> np.ndarray:
 
 def simulate_mg1(ordering: Ordering, rate_per_s: float, n_jobs: int,
                  sizes: Callable[[np.random.Generator, int], np.ndarray], *,
-                 predictor: Any = None, bit_predictor: Any = None, seed: int = 0) -> MG1Result:
+                 predictor: Any = None, bit_predictor: Any = None, seed: int = 0,
+                 refine: bool = True) -> MG1Result:
     """Poisson(rate) arrivals of ``n_jobs`` jobs with sizes from ``sizes(rng, n)``, predictions
     from ``predictor`` and cheap bits from ``bit_predictor`` (servesim.predictors objects).
 
     Every random input has its own named stream of ``seed`` (arrivals, sizes, predictor, bit), so
-    runs are deterministic and policies compared on one seed see the same jobs.
+    runs are deterministic and policies compared on one seed see the same jobs. A TRAIL predictor
+    is refined during service (``refine=False``: initial predictions only, the same ones); its
+    refinements continue the predictor stream, so they shift no other input.
     """
     rate = number(rate_per_s, "mg1.rate_per_s", low=0, low_open=True)
     n = integer(n_jobs, "mg1.n_jobs", low=1)
@@ -389,12 +459,18 @@ def simulate_mg1(ordering: Ordering, rate_per_s: float, n_jobs: int,
     gaps = streams.get("arrivals").standard_exponential(n) / rate
     arrival = np.cumsum(gaps)
     size = np.asarray(sizes(streams.get("sizes"), n), dtype=np.float64)
-    pred = bit = None
+    pred = bit = refinement = None
     pcost = bcost = None
-    if predictor is not None:
+    if isinstance(predictor, TrailPredictor) and refine:
+        rng = streams.get("predictor")
+        state = predictor.start(size, rng=rng)
+        pred = predictor.prediction(state)
+        refinement = Refinement(predictor, state, rng)
+        pcost = predictor.cost
+    elif predictor is not None:
         pred = predictor.predict(size, rng=streams.get("predictor"))
         pcost = predictor.cost
     if bit_predictor is not None:
         bit = bit_predictor.predict(size, rng=streams.get("bit"))
         bcost = bit_predictor.cost
-    return run_mg1(ordering, arrival, size, pred, bit, None, pcost, bcost)
+    return run_mg1(ordering, arrival, size, pred, bit, None, pcost, bcost, refinement)

@@ -46,12 +46,17 @@ Semantics on top of the plain engine (``reference.py``):
   the predictions of the requests that arrived since the last iteration run at the start of the
   next executed iteration, whose duration grows by their seconds (as a swap transfer's does), and
   those requests are ranked by them in that same iteration. TRAIL's refinements are not charged.
-- **TRAIL's limited preemption.** A running request is preemptible only while ``c > 0`` and
-  generated <= c * its *initial* prediction, and while its priority preemptions are below the
-  cap (the ordering's ``max_preemptions`` or the stepper's ``max_preemptions``, the smaller).
-  So c = 0 never preempts, and with exact predictions c = 1 is unlimited SPRPT.
+- **TRAIL's limited preemption.** The ordering decides it (``Trail.segment``, given the
+  request's initial prediction as ``initial_pred``): a running request is preemptible only
+  while c > 0 and generated <= c * its *initial* prediction, whatever refinement says later,
+  and while its priority preemptions are below the cap (the ordering's ``max_preemptions`` or
+  the stepper's ``max_preemptions``, the smaller; ``rank_rule.py``). So c = 0 never preempts,
+  and with exact predictions c = 1 is unlimited SPRPT. The M/G/1 mode applies the same bound
+  to attained service.
 
-Cost. The stepper inherits the plain loop's O(batch) work per iteration (it adds each decoder's
+Cost. ``run_ordered`` runs the fast ordered replica (``ordered_replica.py``, identical records)
+wherever it applies; this stepper is the definition and the fallback. It inherits the plain
+loop's O(batch) work per iteration (it adds each decoder's
 token one by one). The ordering adds, per request, O(log n) comparisons per scheduling event
 (the queue is a sorted list, so an insertion also moves O(n) pointers in one memmove) and no work
 per token beyond one integer comparison against the next generated-token count at which its rank
@@ -80,17 +85,16 @@ from servesim.core.errors import ConfigError
 from servesim.core.registry import lookup
 from servesim.engine.config import EngineConfig
 from servesim.engine.ordered_replica import OrderedReplica, fast_supported
-from servesim.engine.prediction_draws import draw
+from servesim.engine.prediction_draws import draw, quantize
+from servesim.engine.rank_rule import RankRule
 from servesim.engine.reference import ReferenceStepper, _Req
 from servesim.engine.state import EngineRun, Status
 from servesim.policies.batching import policy_class
 from servesim.policies.ordering import (
     FCFS,
-    Aging,
     Ordering,
     Segment,
     SPRPTBounce,
-    Trail,
     make_ordering,
 )
 from servesim.policies.schedule import SkipPredictors, check_supported
@@ -219,15 +223,11 @@ class OrderedStepper(ReferenceStepper):
         super().__init__(requests, config, cost, record_batches)
         check_supported(ordering, predictor, bit_predictor=bit_predictor)
         self.order = ordering
-        self.aging = ordering if isinstance(ordering, Aging) else None
-        self.base = base = ordering.base if isinstance(ordering, Aging) else ordering
-        self.trail = isinstance(base, Trail)
-        caps = [m for m in (max_preemptions, getattr(base, "max_preemptions", None))
-                if m is not None]
-        self.cap = min(caps) if caps else None
+        self.rule = RankRule(ordering, max_preemptions)
+        self.aging = self.rule.aging
         # Among running requests FCFS means admission order, as in the plain engine.
         self.by_admission = isinstance(ordering, FCFS)
-        self.rising = isinstance(base, SPRPTBounce)
+        self.rising = isinstance(self.rule.base, SPRPTBounce)
         self.queue = _RankQueue(self._queue_key, front_victims=not ordering.preemptive)
         self.waiting = self.queue
         self.swapped = _SwapQueue()
@@ -277,20 +277,9 @@ class OrderedStepper(ReferenceStepper):
 
     # -- ranks --------------------------------------------------------------------------------
     def _segment(self, r: _Req) -> Segment:
-        if r.boosted:
-            return self.aging.boosted_segment(r.arrival)
-        o = self.base
-        s = o.segment(float(r.output), r.pred, float(r.generated), r.arrival,
-                      bit=r.bit, preemptions=r.prio)
-        capped = self.cap is not None and r.prio >= self.cap
-        if self.trail:
-            # TRAIL bounds preemption by the *initial* prediction, whatever refinement says.
-            limit = o.c * r.pred0
-            ok = o.c > 0 and r.generated <= limit and not capped
-            return Segment(s.tier, s.value, s.slope, limit if ok else INF, ok)
-        if capped and s.preemptible:
-            return Segment(s.tier, s.value, s.slope, s.until_age, False)
-        return s
+        return self.rule.segment(boosted=r.boosted, output=r.output, pred=r.pred, pred0=r.pred0,
+                                 generated=r.generated, arrival=r.arrival, bit=r.bit,
+                                 preemptions=r.prio)
 
     def _wait_key(self, r: _Req) -> tuple:
         s = self._segment(r)
@@ -542,7 +531,7 @@ class OrderedStepper(ReferenceStepper):
         gen = np.array([r.generated for r in rows], dtype=np.int64)
         remaining = self.refiner.refine(self.trail_state, gen, rows=ids, rng=self.stream)
         nxt = self.refiner.next_refine(gen)
-        for r, left, at in zip(rows, remaining.tolist(), nxt.tolist(), strict=True):
+        for r, left, at in zip(rows, quantize(remaining).tolist(), nxt.tolist(), strict=True):
             r.pred = r.generated + left
             r.refine_at = int(at)
             self._refresh(r)

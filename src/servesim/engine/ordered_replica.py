@@ -1,164 +1,99 @@
-"""The fast ordered replica: an ordering on the fast replica, O(log n) per scheduling event.
+"""The fast ordered replica: orderings on the fast replica, O(log n) per scheduling event.
 
-It runs the orderings whose running requests never change relative order except at scheduling
-events: the non-preemptive ones (FCFS, SJF, SPJF, 1-bit, learning to rank) and TRAIL with c = 0
-(SPRPT ranks, never preempted for priority), with predictors that do not refine and no
-server-time prediction cost (``fast_supported``). Its records are identical to the ordered
-stepper's (``ordered.py``, which defines the semantics); the tests require it.
+The ordered stepper (``ordered.py``) defines the semantics: predictions, rank pieces, priority
+preemption, TRAIL's limit, refinement, aging, SkipPredict and prediction costs. This replica
+gives identical records (the tests require it) at the fast replica's cost: no request is touched
+per token, only at its scheduling events, which here include the rank events (a refinement,
+the end of a rank piece such as TRAIL's preemptible prefix or an MLFQ quantum, an aging boost).
+It runs every ordering except those whose ranks rise continuously with age (SPRPT with bounce);
+``fast_supported`` says which.
 
-Why it stays fast: a rank is a linear piece of age, ``value + slope * (generated - g0)`` from
-the admission that fixed ``value`` at ``g0`` generated tokens, with one slope for every
-request (0, or -1 for TRAIL's predicted remaining). A decoder with base ``b`` has generated
+Why ranks cost O(log n): a rank is a linear piece of age, ``value + slope * (generated - g0)``
+from the event that fixed ``value`` at ``g0`` generated tokens, and the slope is a function of
+the tier (0, or -1 for predicted or true remaining). A decoder with base ``b`` has generated
 ``tick - b`` tokens, so its rank is ``value - slope * (b + g0)`` plus a term common to every
-decoder that takes the tick's token. Decoders that take tokens (the head) are therefore kept in
-a sorted list under that static key, and decoders that sit out a partial decode (the tail,
-parked as in the fast replica) under the same key with the tail's shared shift taken out. The
-head always ranks ahead of the tail: a new decoder joins the tail only if it ranks behind the
-whole head, and while the tail sits out the head's ranks only fall. A partial decode of ``m``
-tokens moves the frontier by popping the worst of the head or the best of the tail, O(log n)
-per decoder that crosses. The waiting queue and the prefilling requests are sorted lists of
-rank keys as well. Keys end with (admission number, id), so ties go to admission order among
-running requests and to arrival order in the queue, as in the ordered stepper.
+decoder of its tier that takes the tick's token. The decoders that take tokens (the head) are a
+sorted list under that static key; those that sit out a partial decode (the tail, parked as in
+the fast replica) a sorted list under the same key less the tail's shared shift. The head always
+ranks ahead of the tail: a new decoder is parked only if it ranks behind the whole head, the
+head's ranks only fall while the tail sits out, and a rank event that breaks the order swaps
+the two ends until it holds. A partial decode of ``m`` tokens moves the frontier by popping the
+worst of the head or the best of the tail. Prefilling requests, the queue and the swapped
+priority victims are sorted lists too; preemptible running requests are mirrored in three more
+lists keyed worst-first with ties to the earliest admitted, which is the ordered stepper's
+victim order, so priority preemption merges their ends, O(log n) per victim.
 
-Ranks are compared as ``value - slope * (b + g0)`` where the ordered stepper compares
-``value + slope * (generated - g0)``: equal in exact arithmetic (and in floats for the integer
-and half-integer predictions of oracles and bins), they can round differently only for two
-predictions within an ulp of a tie.
+Rank events are a heap keyed by the tick at which a decoder reaches the generated count of its
+next event, re-pushed when it is unparked; decode-only stretches stop at the next one, and do
+not start while a priority check is pending with requests waiting (the decoders' growth may
+block the waiting head at any tick, and the ordered stepper checks at every iteration).
+
+Floats. Predictions are on a grid of 2**-16 token (``prediction_draws.quantize``), so ranks,
+static keys and their differences are exact, and a tie is a tie in both engines. Where ranks
+from different lists meet (the waiting head against the victims, the two ends of the frontier,
+memory victims) the current rank is computed with the ordered stepper's own expression,
+``value + slope * (generated - g0)``.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
+import math
 
 import numpy as np
 from sortedcontainers import SortedList
 
 from servesim.core.errors import ConfigError
 from servesim.engine.config import EngineConfig
-from servesim.engine.prediction_draws import draw, external_cost
+from servesim.engine.prediction_draws import draw, quantize
+from servesim.engine.rank_queues import RankedPrefills, RankedQueue, SwapQueue
+from servesim.engine.rank_rule import RankRule
 from servesim.engine.replica import _R, Replica
 from servesim.engine.state import EngineRun, Status
-from servesim.policies.ordering import FCFS, Aging, Ordering, Trail
+from servesim.policies.ordering import FCFS, Aging, Ordering, SPRPTBounce
 from servesim.policies.schedule import check_supported
 from servesim.predictors import Predictor
 from servesim.predictors import Trail as TrailPredictor
 from servesim.workload.requests import Requests
 
+INF = math.inf
+
 
 def fast_supported(ordering: Ordering, predictor: Predictor | None = None,
                    bit_predictor: Predictor | None = None) -> bool:
-    """Whether the fast ordered replica runs ``ordering`` with these predictors (see above)."""
-    if isinstance(ordering, Aging):
-        return False
-    if ordering.preemptive and not (isinstance(ordering, Trail) and ordering.c == 0):
-        return False
-    if isinstance(predictor, TrailPredictor) and ordering.uses == "prediction":
-        return False
-    return all(getattr(getattr(p, "cost", None), "kind", None) != "server_time"
-               for p in (predictor, bit_predictor))
+    """Whether the fast ordered replica runs ``ordering`` (every ordering whose ranks do not
+    rise continuously with age, with any predictors)."""
+    base = ordering.base if isinstance(ordering, Aging) else ordering
+    return not isinstance(base, SPRPTBounce)
 
 
 class _OR(_R):
-    """A request with its rank piece: ``tier``, ``value`` at ``g0`` generated tokens, ``slope``;
-    ``adm`` numbers its latest entry into the running set; ``rkey`` is its key in whichever
-    sorted list holds it (None at the front of the queue)."""
+    """A request with its rank piece (``tier``, ``value`` at ``g0`` generated tokens, ``slope``,
+    ``pre``: preemptible), ``adm`` numbering its latest entry into the running set, ``where``
+    it runs ("pf", "head", "tail" or None) and ``rkey`` its key in the container holding it."""
 
-    __slots__ = ("tier", "value", "slope", "g0", "adm", "rkey")
+    __slots__ = ("tier", "value", "slope", "g0", "pre", "adm", "where", "rkey", "pred", "prio",
+                 "prio_recomputed", "refine_at", "seg_end_at", "evt_at", "estamp", "boosted",
+                 "waited_s", "enq_t", "visit", "pserver_s")
 
     def __init__(self, i: int, prompt: int, output: int) -> None:
         super().__init__(i, prompt, output)
-        self.tier, self.value, self.slope, self.g0, self.adm, self.rkey = 0, 0.0, 0.0, 0, 0, None
+        self.tier, self.value, self.slope, self.g0, self.pre = 0, 0.0, 0.0, 0, False
+        self.adm, self.where, self.rkey = 0, None, None
+        self.pred, self.prio, self.prio_recomputed = math.nan, 0, 0
+        self.refine_at = self.seg_end_at = self.evt_at = INF
+        self.estamp, self.boosted, self.waited_s, self.enq_t = 0, False, 0.0, 0.0
+        self.visit, self.pserver_s = 0, 0.0
 
 
-class _RankedQueue:
-    """The waiting queue: memory victims of a non-preemptive ordering first (the latest first,
-    as the plain engine), then everyone else by key (tier, value, id)."""
-
-    def __init__(self, keyfn, front_victims: bool) -> None:
-        self.keyfn = keyfn
-        self.front_victims = front_victims
-        self.front: list[_OR] = []   # served from the end
-        self.keys = SortedList()
-        self.by_id: dict[int, _OR] = {}
-
-    def append(self, r: _OR) -> None:
-        r.rkey = self.keyfn(r)
-        self.keys.add(r.rkey)
-        self.by_id[r.id] = r
-
-    def appendleft(self, r: _OR) -> None:
-        if self.front_victims:
-            r.rkey = None
-            self.front.append(r)
-        else:
-            self.append(r)
-
-    def popleft(self) -> _OR:
-        if self.front:
-            return self.front.pop()
-        return self.by_id.pop(self.keys.pop(0)[-1])
-
-    def remove(self, r: _OR) -> None:
-        if r.rkey is None:
-            self.front.remove(r)
-            return
-        self.keys.remove(r.rkey)
-        del self.by_id[r.id]
-
-    def __iter__(self):
-        yield from reversed(self.front)
-        by_id = self.by_id
-        for key in self.keys:
-            yield by_id[key[-1]]
-
-    def __len__(self) -> int:
-        return len(self.front) + len(self.keys)
-
-    def __bool__(self) -> bool:
-        return bool(self.front) or bool(self.keys)
-
-
-class _RankedPrefills:
-    """Running requests with prefill owed, as the replica's dict of them, kept in rank order:
-    ``values()`` is a live view that iterates in that order."""
-
-    def __init__(self, keyfn) -> None:
-        self.keyfn = keyfn
-        self.keys = SortedList()
-        self.items: dict[int, _OR] = {}
-
-    def __setitem__(self, i: int, r: _OR) -> None:
-        r.rkey = self.keyfn(r)
-        self.keys.add(r.rkey)
-        self.items[i] = r
-
-    def __delitem__(self, i: int) -> None:
-        self.keys.remove(self.items.pop(i).rkey)
-
-    def __iter__(self):
-        return iter(self.items)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def values(self) -> _InOrder:
-        return _InOrder(self)
-
-
-class _InOrder:
-    def __init__(self, prefills: _RankedPrefills) -> None:
-        self.prefills = prefills
-
-    def __iter__(self):
-        items = self.prefills.items
-        for key in self.prefills.keys:
-            yield items[key[-1]]
+def _worst_first(key: tuple) -> tuple:
+    """A running key re-ordered for the victim lists: ties in rank go to the earliest admitted."""
+    return key[0], key[1], -key[2], key[3]
 
 
 class OrderedReplica(Replica):
-    """The fast replica with a rank-ordered queue, prefills and decoders (module docstring)."""
-
-    request_type = _OR
+    """The fast replica with an ordering (see the module docstring)."""
 
     def __init__(self, requests: Requests, config: EngineConfig, cost, ordering: Ordering,
                  predictor: Predictor | None = None, seed: int = 0,
@@ -167,122 +102,412 @@ class OrderedReplica(Replica):
         super().__init__(requests, config, cost, record_batches)
         check_supported(ordering, predictor, bit_predictor=bit_predictor)
         if not fast_supported(ordering, predictor, bit_predictor):
-            raise ConfigError("schedule.order", ordering.name, "an ordering the fast ordered "
-                              "replica runs (run_ordered with stepper=\"auto\" picks for you)")
+            raise ConfigError("schedule.order", ordering.name, "an ordering whose ranks do not "
+                              "rise with age (run it on the ordered stepper)")
         self.order = ordering
+        self.rule = RankRule(ordering, max_preemptions)
+        self.aging = self.rule.aging
         self.by_admission = isinstance(ordering, FCFS)
-        # A preemptive ordering (here TRAIL with c = 0) picks memory victims by rank.
-        self.rank_victims = ordering.preemptive
+        self.preemptive = ordering.preemptive
+        self.refiner = (predictor if isinstance(predictor, TrailPredictor)
+                        and ordering.uses == "prediction" else None)
+        self.costs = [(getattr(bit_predictor, "cost", None), bit_predictor is not None),
+                      (getattr(predictor, "cost", None), None)]
         self.draws = draw(requests, ordering, predictor, bit_predictor, seed)
-        self.pcost = [external_cost(predictor, bit_predictor, f) for f in self.draws.full]
-        self.considered = np.zeros(self.n, dtype=bool)
         self.arrivals = requests.arrival_s.tolist()
-        self.queue = _RankedQueue(self._queue_key, front_victims=not ordering.preemptive)
+        self.extra = {k: np.zeros(self.n, np.int64) for k in ("prio", "prio_recomputed")}
+        self.extra_f = {k: np.zeros(self.n) for k in ("pcost", "pserver_s")}
+        self.considered = np.zeros(self.n, dtype=bool)
+        self.queue = RankedQueue(self._queue_key, front_victims=not ordering.preemptive)
         self.waiting = self.queue
-        self._prefilling = _RankedPrefills(self._prefill_key)
+        self.swapped = SwapQueue()
+        self.lists = {w: SortedList() for w in ("pf", "head", "tail")}
+        self.victims = {w: SortedList() for w in ("pf", "head", "tail")}
+        self.head, self.tail = self.lists["head"], self.lists["tail"]
+        self._prefilling = RankedPrefills(self.lists["pf"], lambda r: self._put(r, "pf"),
+                                          self._take)
         self.prefilling = self._prefilling.values()
-        self.head = SortedList()   # every unparked decoder, by static key
-        self.tail = SortedList()   # parked decoders, by static key less the tail's shift
         self.admissions = itertools.count()
+        self.events: list[tuple[int, int, int, _OR]] = []   # (tick, seq, stamp, request)
+        self.boosts: list[tuple[float, int, int]] = []     # (due time, request id, visit)
+        self._pending_s = 0.0
+        self._pcheck = False
+        self._now = 0.0
+        self._starting = False
+        self.priority_scans = 0
 
-    # -- ranks --------------------------------------------------------------------------------
-    def _segment(self, r: _OR):
+    def request_type(self, i: int, prompt: int, output: int) -> _OR:
+        r = _OR(i, prompt, output)
+        r.pred = self.draws.pred0[i]
+        r.enq_t = self.arrivals[i]
+        return r
+
+    # -- ranks ------------------------------------------------------------------------------
+    def _generated(self, r: _OR) -> int:
+        return self.tick - self._base(r) if r.where in ("head", "tail") else r.generated
+
+    def _segment(self, r: _OR, generated: int):
         i = r.id
-        return self.order.segment(float(r.output), self.draws.pred0[i], float(r.generated),
-                                  self.arrivals[i], bit=self.draws.bit[i], preemptions=0)
+        return self.rule.segment(boosted=r.boosted, output=r.output, pred=r.pred,
+                                 pred0=self.draws.pred0[i], generated=generated,
+                                 arrival=self.arrivals[i], bit=self.draws.bit[i],
+                                 preemptions=r.prio)
 
-    def _queue_key(self, r: _OR) -> tuple:
-        s = self._segment(r)
+    def _wait_key(self, r: _OR) -> tuple:
+        s = self._segment(r, r.generated)
         return s.tier, s.value, r.id
 
-    @staticmethod
-    def _prefill_key(r: _OR) -> tuple:
-        return r.tier, r.value, r.adm, r.id
+    def _queue_key(self, r: _OR) -> tuple:
+        """The key of ``r`` joining the queue; with aging its boost time becomes an event."""
+        if self.aging is not None and not r.boosted:
+            r.visit += 1
+            heapq.heappush(self.boosts, (r.enq_t + self.aging.wait_s - r.waited_s, r.id,
+                                         r.visit))
+        return self._wait_key(r)
 
-    @staticmethod
-    def _head_key(r: _OR) -> tuple:
-        return r.tier, r.value - r.slope * (r.base + r.g0), r.adm, r.id
+    def _fix(self, r: _OR, g: int) -> None:
+        """Fix the rank piece of running ``r`` at ``g`` generated tokens, and its next event."""
+        if self.by_admission:   # FCFS means admission order among running requests
+            r.tier, r.value, r.slope, r.pre, until = 0, 0.0, 0.0, False, INF
+        else:
+            s = self._segment(r, g)
+            r.tier, r.value, r.slope, r.pre, until = s.tier, s.value, s.slope, s.preemptible, \
+                s.until_age
+        r.g0 = g
+        r.seg_end_at = INF if until == INF else max(math.ceil(until), g + 1)
+        r.evt_at = min(r.refine_at, r.seg_end_at)
 
-    @staticmethod
-    def _tail_key(r: _OR) -> tuple:
-        return r.tier, r.value - r.slope * (r.base - r.park + r.g0), r.adm, r.id
+    def _key(self, r: _OR, where: str) -> tuple:
+        if where == "pf":
+            v = r.value
+        elif where == "head":
+            v = r.value - r.slope * (r.base + r.g0)
+        else:
+            v = r.value - r.slope * (r.base - r.park + r.g0)
+        return r.tier, v, r.adm, r.id
+
+    def _rank_now(self, key: tuple, where: str) -> float:
+        """The current rank value of the request with ``key`` in list ``where``, computed as
+        the ordered stepper computes it, so that equal ranks compare equal."""
+        r = self.running[key[-1]]
+        if where == "pf":
+            return r.value   # no token since its piece was fixed
+        return r.value + r.slope * (self.tick - self._base(r) - r.g0)
+
+    def _put(self, r: _OR, where: str) -> None:
+        r.where = where
+        r.rkey = self._key(r, where)
+        self.lists[where].add(r.rkey)
+        if r.pre and self.preemptive:
+            self.victims[where].add(_worst_first(r.rkey))
+
+    def _take(self, r: _OR) -> None:
+        self.lists[r.where].remove(r.rkey)
+        if r.pre and self.preemptive:
+            self.victims[r.where].remove(_worst_first(r.rkey))
+        r.where = None
 
     def _move(self, r: _OR, new: Status) -> None:
         super()._move(r, new)
-        if new != Status.RUNNING:
-            return
-        if self.by_admission:   # FCFS means admission order among running requests
-            r.tier, r.value, r.slope = 0, 0.0, 0.0
-        else:
-            s = self._segment(r)
-            r.tier, r.value, r.slope = s.tier, s.value, s.slope
-        r.g0 = r.generated
-        r.adm = next(self.admissions)
+        if new == Status.RUNNING:   # admitted or swapped in
+            r.refine_at = (INF if self.refiner is None or not self.draws.full[r.id]
+                           else int(self.refiner.next_refine(r.generated)))
+            self._fix(r, r.generated)
+            r.adm = next(self.admissions)
+            self._pcheck = True   # a new head of the queue
 
-    # -- the frontier in rank order ------------------------------------------------------------
+    # -- the frontier in rank order -----------------------------------------------------------
     def _attach(self, r: _OR) -> None:
-        key = self._head_key(r)
+        key = self._key(r, "head")
         if self.tail and (not self.head or key > self.head[-1]):
             self._park(r)
-            r.rkey = self._tail_key(r)
-            self.tail.add(r.rkey)
+            self._put(r, "tail")
         else:
-            r.rkey = key
-            self.head.add(key)
+            self._put(r, "head")
+            self._push_event(r)
 
     def _detach(self, r: _OR) -> None:
+        self._take(r)
         if r.park >= 0:
-            self.tail.remove(r.rkey)
             self._unpark(r)
-        else:
-            self.head.remove(r.rkey)
+
+    def _park_worst(self) -> None:
+        r = self.running[self.head[-1][-1]]
+        self._take(r)
+        self._park(r)
+        self._put(r, "tail")
+
+    def _unpark_best(self) -> None:
+        r = self.running[self.tail[0][-1]]
+        self._take(r)
+        self._unpark(r)
+        self._put(r, "head")
+        self._push_event(r)
 
     def _frontier(self, k: int) -> None:
         """Park exactly the ``k`` worst-ranked decoders: O(log n) per decoder that crosses."""
-        head, tail, running = self.head, self.tail, self.running
-        while len(tail) < k:
-            r = running[head.pop()[-1]]
-            self._park(r)
-            r.rkey = self._tail_key(r)
-            tail.add(r.rkey)
-        while len(tail) > k:
-            r = running[tail.pop(0)[-1]]
-            self._unpark(r)
-            r.rkey = self._head_key(r)
-            head.add(r.rkey)
+        while len(self.tail) < k:
+            self._park_worst()
+        while len(self.tail) > k:
+            self._unpark_best()
+
+    def _restore_order(self) -> None:
+        """After rank events: swap the worst of the head and the best of the tail while the
+        tail ranks ahead."""
+        head, tail = self.head, self.tail
+        while head and tail:
+            h, t = head[-1], tail[0]
+            if (h[0], self._rank_now(h, "head"), h[2]) < (t[0], self._rank_now(t, "tail"), t[2]):
+                return
+            self._park_worst()
+            self._unpark_best()
 
     def _dissolve(self) -> None:
         self._frontier(0)
 
+    # -- rank events ----------------------------------------------------------------------------
+    def _push_event(self, r: _OR) -> None:
+        r.estamp += 1
+        if r.evt_at != INF:
+            heapq.heappush(self.events, (r.base + r.evt_at, next(self.seq), r.estamp, r))
+
+    @staticmethod
+    def _live(entry: tuple) -> bool:
+        _, _, stamp, r = entry
+        return r.estamp == stamp and r.where == "head"
+
+    def _stretch_ticks(self) -> int:
+        ticks = super()._stretch_ticks()
+        events = self.events
+        while events and not self._live(events[0]):
+            heapq.heappop(events)
+        return min(ticks, events[0][0] - self.tick) if events else ticks
+
+    def _run_events(self) -> None:
+        """Refresh the decoders whose next event came at this tick (the ordered stepper's
+        ``_run_events``, in the order they decoded)."""
+        events, tick = self.events, self.tick
+        due = []
+        while events and events[0][0] <= tick:
+            entry = heapq.heappop(events)
+            if self._live(entry):
+                due.append(entry[3])
+        if not due:
+            return
+        due.sort(key=lambda r: r.rkey)
+        refine = []
+        for r in due:
+            g = tick - r.base
+            if g >= r.refine_at:
+                refine.append(r)
+            if g >= r.seg_end_at:
+                self._pcheck = True
+            self._refresh(r, g)
+        if refine:
+            self._refine(refine)
+        self._restore_order()
+
+    def _refresh(self, r: _OR, g: int) -> None:
+        where = r.where
+        self._take(r)
+        self._fix(r, g)
+        self._put(r, where)
+        self._push_event(r)
+
+    def _refine(self, rows: list[_OR]) -> None:
+        ids = np.array([r.id for r in rows], dtype=np.int64)
+        gen = np.array([self.tick - r.base for r in rows], dtype=np.int64)
+        remaining = self.refiner.refine(self.draws.trail_state, gen, rows=ids,
+                                        rng=self.draws.stream)
+        nxt = self.refiner.next_refine(gen)
+        for r, g, left, at in zip(rows, gen.tolist(), quantize(remaining).tolist(),
+                                  nxt.tolist(), strict=True):
+            r.pred = g + left
+            r.refine_at = int(at)
+            self._refresh(r, g)
+        self._pcheck = True
+
+    def _boost_due(self, t: float) -> None:
+        while self.boosts and self.boosts[0][0] <= t:
+            _, i, visit = heapq.heappop(self.boosts)
+            r = self.queue.by_id.get(i)
+            if r is None or r.visit != visit:
+                continue   # stale: admitted or re-queued since
+            self.queue.remove(r)
+            r.boosted = True
+            self.queue.append(r)
+            self._pcheck = True
+
+    # -- the loop's hooks -----------------------------------------------------------------------
+    def _iterate(self, t: float, next_event: float) -> float | None:
+        self._now = t
+        if self.boosts:
+            self._boost_due(t)
+            if self.boosts:   # a stretch must not run past a boost
+                next_event = min(next_event, self.boosts[0][0])
+        return super()._iterate(t, next_event)
+
+    def _before_plan(self) -> None:
+        self.swap_s += self._pending_s
+        if self.swapped:
+            self._swap_in()
+        if not self.swapped:
+            self._swap_in_parked()
+            self._priority_preempt()
+
+    def _step(self, t: float, plan, need: int, demand: int) -> float:
+        end = super()._step(t, plan, need, demand)
+        self._pending_s = 0.0
+        if plan.decode:
+            self._run_events()
+        return end
+
+    def _stretch(self, t: float, next_event: float, demand: int, padding: int) -> float | None:
+        if self.preemptive and self._pcheck and self.queue:
+            # The waiting head is not blocked now but the decoders' growth may block it at
+            # any tick, and the ordered stepper checks it at every iteration start.
+            return None
+        end = super()._stretch(t, next_event, demand, padding)
+        if end is not None:
+            self._run_events()
+        return end
+
+    def _arrive(self, i: int) -> _OR:
+        r = super()._arrive(i)
+        if r is not None and not self._starting:
+            self._charge(r)
+            if self.queue.head() is r:
+                self._pcheck = True
+        return r
+
+    def _charge(self, r: _OR) -> None:
+        """Book the predictions of ``r``, first considered now (as the ordered stepper)."""
+        self.considered[r.id] = True
+        pcost = 0.0
+        for cost, used in self.costs:
+            if used is None:
+                used = self.draws.full[r.id]
+            if cost is None or not used:
+                continue
+            if cost.kind == "external":
+                pcost += cost.amount
+            else:
+                r.pserver_s += cost.amount
+                self._pending_s += cost.amount
+        self.extra_f["pcost"][r.id] = pcost
+
+    def start_decoding(self, i: int) -> None:
+        self._starting = True
+        super().start_decoding(i)
+        self._starting = False
+
+    def _admit(self, r: _OR, t: float) -> None:
+        r.waited_s += t - r.enq_t
+        super()._admit(r, t)
+
+    def _preempt(self, r: _OR) -> None:
+        r.enq_t = self._now
+        super()._preempt(r)
+        if r.status == Status.WAITING and self.queue.head() is r:
+            self._pcheck = True
+
     def _victim(self) -> _OR:
-        if not self.rank_victims:
+        if not self.preemptive:
             return super()._victim()
         # The worst rank, ties to the latest admitted; the best is spared unless alone, which
         # the maximum never is when two or more run.
-        tick, sigma = self.tick, self.sigma
         best = None
-        for keys, shift in ((self._prefilling.keys, None), (self.head, 0), (self.tail, sigma)):
-            if not keys:
-                continue
-            tier, v, adm, i = keys[-1]
-            if shift is not None:
-                slope = self.running[i].slope
-                v = v - slope * shift + slope * tick
-            cand = (tier, v, adm, i)
-            if best is None or cand > best:
-                best = cand
+        for where, keys in self.lists.items():
+            if keys:
+                k = keys[-1]
+                cand = (k[0], self._rank_now(k, where), k[2], k[3])
+                if best is None or cand > best:
+                    best = cand
         return self.running[best[-1]]
 
-    # -- records -------------------------------------------------------------------------------
-    def _arrive(self, i: int) -> _OR:
-        r = super()._arrive(i)
-        if r is not None:
-            self.considered[i] = True
-        return r
+    # -- swap-in of priority victims and priority preemption ------------------------------------
+    def _swap_in_parked(self) -> None:
+        """Bring priority victims back, best first, once they rank ahead of every waiting
+        request; the plain swap-in does the transfer (its FIFO is empty here)."""
+        sw = self.swapped
+        while sw.keys and len(self.running) < self.max_batch:
+            r = sw.parked_head()
+            head = self.queue.head()
+            if head is not None and (head.rkey is None or head.rkey < r.rkey):
+                return
+            key = r.rkey
+            sw.unpark(r)
+            sw.fifo.append(r)
+            self._swap_in()
+            if sw.fifo:   # it does not fit yet
+                sw.fifo.popleft()
+                sw.park(r, key)
+                return
 
-    def start_decoding(self, i: int) -> None:
-        super().start_decoding(i)
-        self.considered[i] = False   # never considered for admission, so never predicted
+    def _blocked(self, head: _OR, freed_blocks: int, freed_need: int, freed_slots: int) -> bool:
+        if len(self.running) - freed_slots >= self.max_batch:
+            return True
+        need = -(-(head.need + head.computed) // self.block_tokens) - head.blocks
+        avail = (self.free_blocks + freed_blocks - (self._need_all() - freed_need)
+                 - self.watermark_blocks)
+        return avail < need
+
+    def _priority_preempt(self) -> None:
+        if not (self.preemptive and self._pcheck):
+            return
+        head = self.queue.head()
+        if head is None:
+            self._pcheck = False
+            return
+        if not self._blocked(head, 0, 0, 0):
+            return   # keep the flag: the head may block later
+        self._pcheck = False
+        self.priority_scans += 1
+        chosen = self._unblocking_victims(head, head.rkey[:2])
+        if chosen is None:
+            return
+        for v in chosen:
+            self._preempt_for_priority(v)
+        self.waiting = self.queue
+
+    def _victims_worst_first(self):
+        """Preemptible running requests, worst rank first, ties to the earliest admitted."""
+        def stream(where):
+            for k in reversed(self.victims[where]):
+                yield (k[0], self._rank_now((k[0], k[1], -k[2], k[3]), where), k[2]), k[3]
+        return heapq.merge(*(stream(w) for w in self.victims), reverse=True)
+
+    def _unblocking_victims(self, head: _OR, rank: tuple) -> list[_OR] | None:
+        """The fewest eligible victims, worst rank first, whose preemption unblocks ``head``."""
+        B = self.block_tokens
+        chosen: list[_OR] = []
+        freed_blocks = freed_need = 0
+        for (tier, value, _), i in self._victims_worst_first():
+            if (tier, value) <= rank:
+                return None   # only requests ranked strictly behind the head are eligible
+            v = self.running[i]
+            chosen.append(v)
+            freed_blocks += self._blocks_now(v)
+            freed_need += v.need == 0 and self._context(v) % B == 0
+            if not self._blocked(head, freed_blocks, freed_need, len(chosen)):
+                return chosen
+        return None
+
+    def _preempt_for_priority(self, v: _OR) -> None:
+        before = v.recomputed
+        v.prio += 1
+        self._preempt(v)
+        v.prio_recomputed += v.recomputed - before
+        if v.status == Status.SWAPPED:
+            self.swapped.fifo.pop()   # it was just appended
+            self.swapped.park(v, self._wait_key(v))
+
+    # -- records --------------------------------------------------------------------------------
+    def _store(self, r: _OR) -> None:
+        super()._store(r)
+        self.extra["prio"][r.id] = r.prio
+        self.extra["prio_recomputed"][r.id] = r.prio_recomputed
+        self.extra_f["pserver_s"][r.id] = r.pserver_s
 
     def _record_batch(self, plan) -> None:
         decoders = [self.running[k[-1]] for k in self.head][: plan.decode]
@@ -291,26 +516,29 @@ class OrderedReplica(Replica):
 
     def _order_problems(self, decoders: list[_OR], tail: list[_OR]) -> list[str]:
         problems = []
-        if sorted(self._head_key(r) for r in decoders if r.park < 0) != list(self.head) or \
-                sorted(self._tail_key(r) for r in tail) != list(self.tail):
-            problems.append("head or tail keys are stale")
+        for where, members in (("head", [r for r in decoders if r.park < 0]), ("tail", tail)):
+            if sorted(self._key(r, where) for r in members) != list(self.lists[where]):
+                problems.append(f"{where} keys are stale")
         if self.head and self.tail:
-            worst = self.head[-1]
-            best = self.tail[0]
-            slope = self.running[best[-1]].slope
-            if (worst[0], worst[1], worst[2]) > (best[0], best[1] - slope * self.sigma, best[2]):
+            h, t = self.head[-1], self.tail[0]
+            if (h[0], self._rank_now(h, "head"), h[2]) > (t[0], self._rank_now(t, "tail"), t[2]):
                 problems.append("a parked decoder ranks ahead of a decoding one")
+        if self.preemptive:
+            for where, keys in self.lists.items():
+                pre = sorted(_worst_first(k) for k in keys if self.running[k[-1]].pre)
+                if pre != list(self.victims[where]):
+                    problems.append(f"victim list {where} is stale")
         return problems
 
     def _result(self, t: float, reason: str) -> EngineRun:
         run = super()._result(t, reason)
-        d, n, seen = self.draws, self.n, self.considered
+        d, seen = self.draws, self.considered
         df = run.requests
         df["predicted_tokens"] = np.array(d.pred0, dtype=np.float64)
-        df["priority_preemptions"] = np.zeros(n, dtype=np.int64)
-        df["priority_recomputed_tokens"] = np.zeros(n, dtype=np.int64)
+        df["priority_preemptions"] = self.extra["prio"]
+        df["priority_recomputed_tokens"] = self.extra["prio_recomputed"]
         df["cheap_bit"] = np.array(d.bit, dtype=np.float64)
         df["expensive_prediction"] = np.array(d.full, dtype=bool) & seen
-        df["prediction_cost"] = np.where(seen, np.array(self.pcost, dtype=np.float64), 0.0)
-        df["prediction_server_s"] = np.zeros(n, dtype=np.float64)
+        df["prediction_cost"] = self.extra_f["pcost"]
+        df["prediction_server_s"] = self.extra_f["pserver_s"]
         return run

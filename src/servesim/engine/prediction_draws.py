@@ -4,6 +4,12 @@ Streams: the cheap bit from ``Streams(seed).get("bit")``, the predictor's output
 initial classification) from ``Streams(seed).get("predictor")``, which a refining predictor
 keeps drawing from during the run. Draws are made for every request in arrival order, so runs
 with different orderings over the same requests and seed stay paired.
+
+Predictions are rounded to a grid of 2**-16 token (``quantize``). Ranks then add and subtract
+whole token counts without rounding error (values stay far below 2**36 tokens), so a tie in
+exact arithmetic is a tie in floats in every engine and under every way of writing the rank:
+the fast ordered replica keeps static keys where the ordered stepper adds ages, and both must
+break the same ties the same way.
 """
 
 from __future__ import annotations
@@ -19,6 +25,13 @@ from servesim.policies.ordering import Ordering
 from servesim.predictors import Predictor
 from servesim.predictors import Trail as TrailPredictor
 from servesim.workload.requests import Requests
+
+GRID = 2.0 ** -16   # tokens
+
+
+def quantize(tokens):
+    """Round predicted lengths (float or array, tokens) to the grid; NaN stays NaN."""
+    return np.round(np.asarray(tokens, dtype=np.float64) / GRID) * GRID
 
 
 @dataclass
@@ -50,6 +63,7 @@ def draw(requests: Requests, ordering: Ordering, predictor: Predictor | None,
         pred = predictor.prediction(state)
     else:
         pred = predictor.predict(requests.output_tokens, requests.prompt_tokens, rng=stream)
+    pred = quantize(pred)
     bits = [float(b) for b in bits]
     full = [ordering.needs_prediction(b) for b in bits]
     # A request that never gets the expensive prediction has none on record.

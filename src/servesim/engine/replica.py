@@ -224,8 +224,7 @@ class Replica:
         self.swap_s = 0.0
         self.preempted = False
         self.waiting = self.queue
-        if self.swapped:
-            self._swap_in()
+        self._before_plan()
         if self.swapped:
             # As vLLM's default scheduler: nothing new is admitted while a request is swapped
             # out, or fresh prompts would take every freed block and starve it.
@@ -240,6 +239,11 @@ class Replica:
             if t_new is not None:
                 return t_new
         return self._step(t, plan, need, demand)
+
+    def _before_plan(self) -> None:
+        """Work at the start of an iteration, before the policy plans: swap-ins."""
+        if self.swapped:
+            self._swap_in()
 
     def _step(self, t: float, plan, need: int, demand: int) -> float:
         m = plan.decode
@@ -611,10 +615,7 @@ class Replica:
         """Advance k > 1 identical decode-only iterations at once, or return None if the next
         event is at most one iteration away. Exact: times accumulate in the same order as the
         step loop, so every float matches bit for bit."""
-        heap = self.heap
-        while heap and _stale(heap[0]):
-            heapq.heappop(heap)
-        k_max = heap[0][0] - self.tick
+        k_max = self._stretch_ticks()
         if k_max <= 1:
             return None
         n = self.n_decoders
@@ -657,6 +658,13 @@ class Replica:
                           len(self.queue) + len(self.swapped), len(self.running),
                           self.pf_need + self.dec_left, demand))
         return float(ends[k - 1])
+
+    def _stretch_ticks(self) -> int:
+        """Ticks to the next decode event, the next completion (a stretch may end on it)."""
+        heap = self.heap
+        while heap and _stale(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] - self.tick
 
     def _flush_rows(self) -> None:
         if self.rows:

@@ -14,9 +14,11 @@ never work done per token or per time step. While a job waits its age, and so it
 The same objects serve the M/G/1 simulator (``servesim.engine.mg1``) and, later, the LLM engine:
 ``victim`` chooses whom to preempt among several running jobs.
 
-Inputs per job: ``size`` (true), ``pred`` (the predictor's output), ``age``, ``arrival``, and
-keywords ``bit`` (SkipPredict's cheap bit), ``first`` (service of the first iteration, for
-skip-join MLFQ) and ``preemptions`` (times already preempted, for TRAIL's cap).
+Inputs per job: ``size`` (true), ``pred`` (the predictor's current output: a refining predictor
+updates it during service, and the rank reads it), ``age``, ``arrival``, and keywords ``bit``
+(SkipPredict's cheap bit), ``first`` (service of the first iteration, for skip-join MLFQ),
+``preemptions`` (times already preempted, for TRAIL's cap) and ``initial_pred`` (the prediction
+the job arrived with, for TRAIL's preemption limit; None means ``pred``).
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ class Ordering:
     crossing_margin = 0.0
 
     def segment(self, size: float, pred: float, age: float, arrival: float, *, bit: float = 0.0,
-                first: float = 0.0, preemptions: int = 0) -> Segment:
+                first: float = 0.0, preemptions: int = 0,
+                initial_pred: float | None = None) -> Segment:
         raise NotImplementedError
 
     def rank(self, size: float, pred: float, age: float, arrival: float,
@@ -80,11 +83,13 @@ class Ordering:
 
     def victim(self, sizes: Sequence[float], preds: Sequence[float], ages: Sequence[float],
                arrivals: Sequence[float], preemptions: Sequence[int] | None = None,
-               bits: Sequence[float] | None = None) -> int:
+               bits: Sequence[float] | None = None,
+               initial_preds: Sequence[float] | None = None) -> int:
         """Among running jobs, the preemptible one with the largest rank, or -1 if none is.
 
         Used by engines that run several jobs at once; the caller preempts it only if a waiting
-        job ranks strictly lower. ``bits`` are the cheap bits of orderings that read one.
+        job ranks strictly lower. ``bits`` are the cheap bits of orderings that read one;
+        ``initial_preds`` the predictions the jobs arrived with (default: ``preds``).
         """
         if not self.preemptive:
             return -1
@@ -92,7 +97,8 @@ class Ordering:
         for i in range(len(sizes)):
             s = self.segment(sizes[i], preds[i], ages[i], arrivals[i],
                              bit=0.0 if bits is None else bits[i],
-                             preemptions=0 if preemptions is None else preemptions[i])
+                             preemptions=0 if preemptions is None else preemptions[i],
+                             initial_pred=None if initial_preds is None else initial_preds[i])
             key = (s.tier, s.value, arrivals[i])
             if s.preemptible and (best_key is None or key > best_key):
                 best, best_key = i, key
@@ -283,9 +289,13 @@ class SkipJoinMLFQ(Ordering):
 class Trail(Ordering):
     """TRAIL: SPRPT with limited preemption.
 
-    Rank = pred - age. A job is preemptible only while its age < c * pred (its initial
-    prediction) and it has been preempted fewer than ``max_preemptions`` times; after that it runs
-    to completion. c = 1 with exact predictions is SRPT, c = 0 is SJF. ``victim`` picks, among
+    Rank = pred - age, where ``pred`` is the current (possibly refined) prediction. The limit is
+    on the *initial* prediction y0 (``initial_pred``, default ``pred``), whatever refinement says
+    later: a job is preemptible iff c > 0 and age <= c * y0, and it has been preempted fewer than
+    ``max_preemptions`` times; after that it runs to completion. The bound is inclusive, as
+    TRAIL's "generated tokens <= c x initial prediction", and c = 0 never preempts (SJF on
+    predictions). In continuous time (M/G/1, the closed form's a < c x) one age has no mass,
+    so the three agree. c = 1 with exact predictions is SRPT. ``victim`` picks, among
     preemptible running jobs, the one with the largest predicted remaining.
     """
 
@@ -296,11 +306,13 @@ class Trail(Ordering):
         self.max_preemptions = (None if max_preemptions is None
                                 else integer(max_preemptions, "ordering.max_preemptions", low=0))
 
-    def segment(self, size, pred, age, arrival, *, preemptions=0, **_):
-        limit = self.c * pred
+    def segment(self, size, pred, age, arrival, *, preemptions=0, initial_pred=None, **_):
+        limit = self.c * (pred if initial_pred is None else initial_pred)
         capped = self.max_preemptions is not None and preemptions >= self.max_preemptions
-        if age < limit and not capped:
-            return Segment(0, pred - age, -1.0, limit)
+        if self.c > 0 and age <= limit and not capped:
+            # Pieces are half-open, [age, until_age): ending one float past the limit keeps an
+            # age exactly at it preemptible, in the token engine's integer ages too.
+            return Segment(0, pred - age, -1.0, math.nextafter(limit, INF))
         return Segment(0, pred - age, -1.0, INF, False)
 
     def describe(self):

@@ -57,7 +57,8 @@ def _at_prediction(x: Any, y: Any) -> Any:
 
 
 def _limited(c: float) -> Rank:
-    # A job is preemptible while a < c x (and always on arrival, so c = 0 is SJF).
+    # A job is preemptible while a < c x (and always on arrival, so c = 0 is SJF); the engines'
+    # inclusive a <= c x differs at one age only, which carries no mass.
     return _pl(lambda x, y, a: np.where((a < c * x) | (a <= 0), x - a, -np.inf),
                lambda x, y: c * x, f"limited_srpt(c={c:g})")
 

@@ -186,7 +186,11 @@ def srpt(m: Model, x: np.ndarray, y: np.ndarray, **_: Any) -> np.ndarray:
 
 def limited_srpt(m: Model, x: np.ndarray, y: np.ndarray, c: float = 1.0,
                  **_: Any) -> np.ndarray:
-    """Rank x - a while a < c x, then non-preemptible (derived from SOAP, docs/mg1.md)."""
+    """Rank x - a while a < c x, then non-preemptible (derived from SOAP, docs/mg1.md).
+
+    TRAIL's engines use the inclusive bound a <= c x (and c = 0 never preempts); in continuous
+    time one age has no mass, so the response times are the same.
+    """
     s = m.sizes
     m2x = s.partial(2, x)
     if c < 1:
