@@ -143,11 +143,13 @@ class Replica:
         self.batches: list | None = [] if record_batches else None
         self.stretch = not record_batches
         self.check = False
+        self.started: set[int] = set()              # requests put in by start_decoding
         self.preempted = False                     # a preemption happened this iteration
 
     # -- setup ---------------------------------------------------------------------------
     def start_decoding(self, i: int) -> None:
         """Put request ``i`` in the engine at its arrival, prefill already done (for tests)."""
+        self.started.add(i)
         r = self._arrive(i)
         self.queue.remove(r)
         self._admit(r, float(self.spec.arrival_s[i]))
@@ -155,7 +157,7 @@ class Replica:
 
     def _next_pending(self, i: int) -> int:
         """The first request from ``i`` on that has not entered (tests start some early)."""
-        while i < self.n and self.status[i] != Status.PENDING:
+        while i in self.started:
             i += 1
         return i
 
