@@ -2,6 +2,7 @@
 
 ``stability.py`` holds the tests on one run; this module drives the simulations behind them, for
 ``study`` (verdicts per load) and for the empirical lambda* search in ``search.py``.
+``measure_run`` measures one run; the sweep runner uses it for each point's catalogue row.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -22,6 +23,9 @@ from servesim.analysis.stability import (
 )
 from servesim.core.errors import ConfigError
 from servesim.scenario import Scenario, scenario_from_dict, set_field
+
+if TYPE_CHECKING:
+    from servesim.api import SimResult
 
 
 def timed_table(table: Mapping[str, Any], rate_field: str, rate: float,
@@ -67,6 +71,35 @@ class Measurements:
         return self.done / self.arrived if self.arrived else None
 
 
+@dataclass(frozen=True)
+class RunMeasurement:
+    """What the stability tests read from one run over its second half [H/2, H].
+
+    Attributes:
+        w_slope: backlog-token slope, tokens/s.
+        n_slope: number-in-system slope, requests/s.
+        done, arrived: completions and arrivals within [H/2, H].
+    """
+
+    w_slope: float
+    n_slope: float
+    done: int
+    arrived: int
+
+
+def measure_run(result: SimResult, horizon_s: float) -> RunMeasurement:
+    """Measure one time-bounded run of horizon ``horizon_s`` (not one stopped by
+    ``run.max_in_system``, whose second half is cut short).
+
+    Raises ConfigError if horizon_s <= 0.
+    """
+    done, arrived = window_counts(result.requests, horizon_s / 2, horizon_s)
+    return RunMeasurement(
+        w_slope=backlog_slope(result.iterations, horizon_s, "backlog_tokens"),
+        n_slope=backlog_slope(result.iterations, horizon_s, "in_system"),
+        done=done, arrived=arrived)
+
+
 def measure(scenario: Scenario, seeds: Sequence[int], horizon_s: float) -> Measurements:
     """Run ``scenario`` once per seed and collect what the stability tests read.
 
@@ -85,11 +118,11 @@ def measure(scenario: Scenario, seeds: Sequence[int], horizon_s: float) -> Measu
         if res.summary.get("stop_reason") == "max_in_system":
             out.stopped += 1
             break
-        out.w_slopes.append(backlog_slope(res.iterations, horizon_s, "backlog_tokens"))
-        out.n_slopes.append(backlog_slope(res.iterations, horizon_s, "in_system"))
-        d, a = window_counts(res.requests, horizon_s / 2, horizon_s)
-        out.done += d
-        out.arrived += a
+        run = measure_run(res, horizon_s)
+        out.w_slopes.append(run.w_slope)
+        out.n_slopes.append(run.n_slope)
+        out.done += run.done
+        out.arrived += run.arrived
     return out
 
 

@@ -28,7 +28,8 @@ from servesim.core.rng import Streams
 from servesim.metrics.summary import jsonable
 from servesim.scenario import Scenario
 
-__all__ = ["OUTPUT_FILES", "atomic_write", "run_to_dir", "write_outputs", "write_summary"]
+__all__ = ["OUTPUT_FILES", "atomic_write", "run_to_dir", "write_frames", "write_outputs",
+           "write_summary"]
 
 SUMMARY = "summary.json"
 REQUESTS = "requests.parquet"
@@ -62,7 +63,8 @@ def _write_table(df: pd.DataFrame, path: Path) -> None:
     atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
-def write_outputs(result: SimResult, out_dir: str | Path) -> Path:
+def write_frames(summary: dict[str, Any], requests: pd.DataFrame, iterations: pd.DataFrame,
+                 out_dir: str | Path) -> Path:
     """Write the requests and iterations tables, then the summary, into ``out_dir``.
 
     Creates ``out_dir`` (and its parents) if needed; returns it.
@@ -71,10 +73,18 @@ def write_outputs(result: SimResult, out_dir: str | Path) -> Path:
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_table(result.requests, out / REQUESTS)
-    _write_table(result.iterations, out / ITERATIONS)
-    write_summary(result.summary, out)
+    _write_table(requests, out / REQUESTS)
+    _write_table(iterations, out / ITERATIONS)
+    write_summary(summary, out)
     return out
+
+
+def write_outputs(result: SimResult, out_dir: str | Path) -> Path:
+    """Write a run's tables and summary into ``out_dir`` (see ``write_frames``); return it.
+
+    Raises OSError if the directory cannot be created or written.
+    """
+    return write_frames(result.summary, result.requests, result.iterations, out_dir)
 
 
 def run_to_dir(scenario: Scenario, out_dir: str | Path, seed: int | None = None,

@@ -117,15 +117,11 @@ def run_point(point: Point, base_dir: str | None, out_dir: str | None,
 def write_point(out_dir: str | Path, result: PointResult) -> None:
     """Write a point's tables and summary, then ``point.json`` (its catalogue record) last:
     a folder holding ``point.json`` holds a finished point."""
-    from servesim.api import SimResult
-    from servesim.experiments.outputs import atomic_write, write_outputs
+    from servesim.experiments.outputs import atomic_write, write_frames
 
     assert result.frames is not None
-    summary, requests, iterations = result.frames
-    sim = SimResult(summary=summary, requests=requests, iterations=iterations,
-                    scenario=None, seed=int(summary.get("seed", 0)))  # type: ignore[arg-type]
     folder = point_dir(out_dir, result.point_id)
-    write_outputs(sim, folder)
+    write_frames(*result.frames, folder)
     text = json.dumps(result.record, default=str)
     atomic_write(folder / POINT_RECORD, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     result.frames = None
@@ -176,17 +172,18 @@ def _rate(scenario: Any) -> float | None:
 
 def _stability(scenario: Any, result: Any, rate: float | None, point: Point) -> dict[str, Any]:
     """What the stability verdict needs from one seed: slopes and second-half counts."""
-    from servesim.analysis.stability import backlog_slope, fluid_slope, window_counts
+    from servesim.analysis.stability import fluid_slope
+    from servesim.analysis.study import measure_run
 
     horizon = scenario.run.horizon_s
     if horizon is None or result.summary.get("stop_reason") == "max_in_system":
         return {}
-    done, arrived = window_counts(result.requests, horizon / 2, horizon)
+    run = measure_run(result, horizon)
     out: dict[str, Any] = {
-        "backlog_slope_tokens_per_s": backlog_slope(result.iterations, horizon),
-        "in_system_slope_per_s": backlog_slope(result.iterations, horizon, "in_system"),
-        "done_second_half": done,
-        "arrived_second_half": arrived,
+        "backlog_slope_tokens_per_s": run.w_slope,
+        "in_system_slope_per_s": run.n_slope,
+        "done_second_half": run.done,
+        "arrived_second_half": run.arrived,
     }
     if rate is not None and math.isfinite(point.mean_tokens):
         out["fluid_slope_tokens_per_s"] = fluid_slope(rate, point.mean_tokens,

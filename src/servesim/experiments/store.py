@@ -342,6 +342,12 @@ def _json_key(param: str) -> str:
 
 
 def _sql_str(text: str) -> str:
+    """``text`` as a SQL string literal.
+
+    Only for statements that cannot take query parameters: view definitions, and ATTACH,
+    whose path older DuckDB versions accept only as a literal. Queries pass values as
+    parameters instead.
+    """
     return "'" + text.replace("'", "''") + "'"
 
 

@@ -111,16 +111,14 @@ def _reference_points(points: pd.DataFrame, x: str, reference: float | None) -> 
     return points[np.isclose(points[x].astype(float), reference)]
 
 
-def _id_list(ids) -> str:
-    return ", ".join("'" + str(i).replace("'", "''") + "'" for i in ids)
-
-
 def _requests(con, chosen: pd.DataFrame) -> pd.DataFrame:
     if chosen.empty:
         return pd.DataFrame(columns=["label", "ttft_s", "tpot_s"])
     frame = con.execute(
         "SELECT point_id, ttft_s, tpot_s FROM requests "
-        f"WHERE point_id IN ({_id_list(chosen.point_id)}) AND status = 'finished'").df()
+        "WHERE point_id IN (SELECT unnest(?::VARCHAR[])) AND status = 'finished' "
+        "ORDER BY point_id, id",
+        [[str(i) for i in chosen.point_id]]).df()
     labels = dict(zip(chosen.point_id, chosen.label, strict=True))
     frame["label"] = frame["point_id"].map(labels)
     return frame.drop(columns=["point_id"])
