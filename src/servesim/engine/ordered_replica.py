@@ -143,9 +143,6 @@ class OrderedReplica(Replica):
         return r
 
     # -- ranks ------------------------------------------------------------------------------
-    def _generated(self, r: _OR) -> int:
-        return self.tick - self._base(r) if r.where in ("head", "tail") else r.generated
-
     def _segment(self, r: _OR, generated: int):
         i = r.id
         return self.rule.segment(boosted=r.boosted, output=r.output, pred=r.pred,
