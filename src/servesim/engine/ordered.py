@@ -72,11 +72,9 @@ request, a rank that rises) and while the head is blocked; a scan that finds non
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import math
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -86,6 +84,8 @@ from servesim.core.registry import lookup
 from servesim.engine.config import EngineConfig
 from servesim.engine.ordered_replica import OrderedReplica, fast_supported
 from servesim.engine.prediction_draws import draw, quantize
+from servesim.engine.priority import PriorityPreemption
+from servesim.engine.rank_queues import RankedQueue, SwapQueue
 from servesim.engine.rank_rule import RankRule
 from servesim.engine.reference import ReferenceStepper, _Req
 from servesim.engine.state import EngineRun, Status
@@ -107,94 +107,6 @@ EXTRA_COLUMNS = ("predicted_tokens", "priority_preemptions", "priority_recompute
                  "cheap_bit", "expensive_prediction", "prediction_cost", "prediction_server_s")
 
 
-class _RankQueue:
-    """The waiting queue: memory victims of a non-preemptive ordering first (the latest first, as
-    the plain engine), then everyone else by rank key (tier, value, id)."""
-
-    def __init__(self, keyfn, front_victims: bool) -> None:
-        self.keyfn = keyfn
-        self.front_victims = front_victims
-        self.front: list[_Req] = []   # served from the end
-        self.keys: list[tuple] = []
-        self.by_id: dict[int, _Req] = {}
-
-    def append(self, r: _Req) -> None:
-        r.qkey = self.keyfn(r)
-        bisect.insort(self.keys, r.qkey)
-        self.by_id[r.id] = r
-
-    def appendleft(self, r: _Req) -> None:
-        if self.front_victims:
-            r.qkey = None
-            self.front.append(r)
-        else:
-            self.append(r)
-
-    def remove(self, r: _Req) -> None:
-        if r.qkey is None:
-            self.front.remove(r)
-            return
-        del self.keys[bisect.bisect_left(self.keys, r.qkey)]
-        del self.by_id[r.id]
-
-    def head(self) -> _Req | None:
-        if self.front:
-            return self.front[-1]
-        return self.by_id[self.keys[0][-1]] if self.keys else None
-
-    def __iter__(self) -> Iterator[_Req]:
-        yield from reversed(self.front)
-        by_id = self.by_id
-        for key in self.keys:
-            yield by_id[key[-1]]
-
-    def __len__(self) -> int:
-        return len(self.front) + len(self.keys)
-
-
-class _SwapQueue:
-    """Swapped-out requests. Memory victims wait in FIFO order and block admissions (truth value,
-    ``[0]`` and ``popleft`` see only them, as the plain engine reads them); priority victims are
-    parked by rank key and block nothing. ``len`` and iteration count both."""
-
-    def __init__(self) -> None:
-        self.fifo: deque[_Req] = deque()
-        self.keys: list[tuple] = []
-        self.by_id: dict[int, _Req] = {}
-
-    def append(self, r: _Req) -> None:
-        self.fifo.append(r)
-
-    def popleft(self) -> _Req:
-        return self.fifo.popleft()
-
-    def __getitem__(self, i: int) -> _Req:
-        return self.fifo[i]
-
-    def __bool__(self) -> bool:
-        return bool(self.fifo)
-
-    def __len__(self) -> int:
-        return len(self.fifo) + len(self.keys)
-
-    def __iter__(self) -> Iterator[_Req]:
-        yield from self.fifo
-        for key in self.keys:
-            yield self.by_id[key[-1]]
-
-    def park(self, r: _Req, key: tuple) -> None:
-        r.qkey = key
-        bisect.insort(self.keys, key)
-        self.by_id[r.id] = r
-
-    def unpark(self, r: _Req) -> None:
-        del self.keys[bisect.bisect_left(self.keys, r.qkey)]
-        del self.by_id[r.id]
-
-    def parked_head(self) -> _Req | None:
-        return self.by_id[self.keys[0][-1]] if self.keys else None
-
-
 class _Running(list):
     """The running list (admission order); any change marks the stepper's rank order stale,
     wherever in the plain loop it happens."""
@@ -212,7 +124,7 @@ class _Running(list):
         self.owner._dirty = True
 
 
-class OrderedStepper(ReferenceStepper):
+class OrderedStepper(PriorityPreemption, ReferenceStepper):
     """The plain step loop with a waiting queue in rank order, running requests presented in
     rank order, and priority preemption at admission points (see the module docstring)."""
 
@@ -228,9 +140,10 @@ class OrderedStepper(ReferenceStepper):
         # Among running requests FCFS means admission order, as in the plain engine.
         self.by_admission = isinstance(ordering, FCFS)
         self.rising = isinstance(self.rule.base, SPRPTBounce)
-        self.queue = _RankQueue(self._queue_key, front_victims=not ordering.preemptive)
+        self.preemptive = ordering.preemptive
+        self.queue = RankedQueue(self._queue_key, front_victims=not ordering.preemptive)
         self.waiting = self.queue
-        self.swapped = _SwapQueue()
+        self.swapped = SwapQueue()
         self.running = _Running(self)
         # Refining is only worth its events when the rank reads the prediction.
         self.refiner = (predictor if isinstance(predictor, TrailPredictor)
@@ -257,7 +170,7 @@ class OrderedStepper(ReferenceStepper):
             r.bit, r.full, r.pred0, r.pred = b, f, y, y
             r.considered, r.pcost, r.pserver_s = False, 0.0, 0.0
             r.prio = r.prio_recomputed = 0
-            r.qkey = None
+            r.rkey = None
             r.seg, r.seg_age = None, 0
             r.refine_at = r.seg_end_at = r.cross_at = r.evt_at = INF
             r.boosted, r.waited_s, r.enq_t, r.visit = False, 0.0, r.arrival, 0
@@ -299,7 +212,7 @@ class OrderedStepper(ReferenceStepper):
         while self.boosts and self.boosts[0][0] <= t:
             _, i, visit = heapq.heappop(self.boosts)
             r = self.reqs[i]
-            if r.status != Status.WAITING or r.visit != visit or r.qkey is None:
+            if r.status != Status.WAITING or r.visit != visit or r.rkey is None:
                 continue   # stale: admitted or re-queued since
             self.queue.remove(r)
             r.boosted = True
@@ -419,53 +332,7 @@ class OrderedStepper(ReferenceStepper):
         self._pending_s = 0.0
         super()._record(t, dur, prefill, decode, chunks, demand)
 
-    # -- swap-in of priority victims --------------------------------------------------------
-    def _swap_in_parked(self) -> None:
-        """Bring priority victims back, best rank first, once they rank ahead of every waiting
-        request; the plain engine's swap-in does the transfer (its FIFO is empty here)."""
-        sw = self.swapped
-        while sw.keys and len(self.running) < self.max_batch:
-            r = sw.parked_head()
-            head = self.queue.head()
-            if head is not None and (head.qkey is None or head.qkey < r.qkey):
-                return
-            sw.unpark(r)
-            sw.fifo.append(r)
-            super()._swap_in()
-            if sw.fifo:   # it does not fit yet
-                sw.fifo.popleft()
-                sw.park(r, r.qkey)
-                return
-
     # -- priority preemption ----------------------------------------------------------------
-    def _blocked(self, head: _Req, freed_blocks: int, freed_need: int, freed_slots: int) -> bool:
-        if self.n_running - freed_slots >= self.max_batch:
-            return True
-        need = -(-(head.need + head.computed) // self.block_tokens) - head.blocks
-        avail = (self.free_blocks + freed_blocks - (self.decode_need - freed_need)
-                 - self.watermark_blocks)
-        return avail < need
-
-    def _priority_preempt(self) -> None:
-        if not (self.order.preemptive and self._pcheck):
-            return
-        head = self.queue.head()
-        if head is None:
-            self._pcheck = False
-            return
-        if not self._blocked(head, 0, 0, 0):
-            return   # keep the flag: the head may block later
-        self._pcheck = False
-        self.priority_scans += 1
-        rank = head.qkey[:2] if head.qkey is not None else self._wait_key(head)[:2]
-        chosen = self._unblocking_victims(head, rank)
-        if chosen is None:
-            self._plan_crossings(rank)
-            return
-        for v in chosen:
-            self._preempt_for_priority(v)
-        self.waiting = self.queue
-
     def _unblocking_victims(self, head: _Req, rank: tuple) -> list[_Req] | None:
         """The fewest eligible victims, worst rank first, whose preemption unblocks ``head``."""
         eligible = [r for r in self.running if r.seg.preemptible and self._rank(r) > rank]
@@ -495,16 +362,15 @@ class OrderedStepper(ReferenceStepper):
                 r.cross_at = r.generated + max(1, math.floor(gap / s.slope) + 1)
                 r.evt_at = min(r.evt_at, r.cross_at)
 
-    def _preempt_for_priority(self, v: _Req) -> None:
-        before = v.recomputed
-        v.prio += 1
-        v.enq_t = self._now
-        super()._preempt(v)
-        self._dirty = True
-        v.prio_recomputed += v.recomputed - before
-        if v.status == Status.SWAPPED:
-            self.swapped.fifo.remove(v)
-            self.swapped.park(v, self._wait_key(v))
+    # -- primitives of priority preemption (``priority.py``) ----------------------------------
+    def _plain_preempt(self, r: _Req) -> None:
+        ReferenceStepper._preempt(self, r)
+
+    def _plain_swap_in(self) -> None:
+        ReferenceStepper._swap_in(self)
+
+    def _decode_blocks_now(self) -> int:
+        return self.decode_need
 
     # -- rank events ------------------------------------------------------------------------
     def _run_events(self) -> None:

@@ -47,6 +47,7 @@ from sortedcontainers import SortedList
 from servesim.core.errors import ConfigError
 from servesim.engine.config import EngineConfig
 from servesim.engine.prediction_draws import draw, quantize
+from servesim.engine.priority import PriorityPreemption
 from servesim.engine.rank_queues import RankedPrefills, RankedQueue, SwapQueue
 from servesim.engine.rank_rule import RankRule
 from servesim.engine.replica import _R, Replica
@@ -92,7 +93,7 @@ def _worst_first(key: tuple) -> tuple:
     return key[0], key[1], -key[2], key[3]
 
 
-class OrderedReplica(Replica):
+class OrderedReplica(PriorityPreemption, Replica):
     """The fast replica with an ordering (see the module docstring)."""
 
     def __init__(self, requests: Requests, config: EngineConfig, cost, ordering: Ordering,
@@ -422,50 +423,15 @@ class OrderedReplica(Replica):
                     best = cand
         return self.running[best[-1]]
 
-    # -- swap-in of priority victims and priority preemption ------------------------------------
-    def _swap_in_parked(self) -> None:
-        """Bring priority victims back, best first, once they rank ahead of every waiting
-        request; the plain swap-in does the transfer (its FIFO is empty here)."""
-        sw = self.swapped
-        while sw.keys and len(self.running) < self.max_batch:
-            r = sw.parked_head()
-            head = self.queue.head()
-            if head is not None and (head.rkey is None or head.rkey < r.rkey):
-                return
-            key = r.rkey
-            sw.unpark(r)
-            sw.fifo.append(r)
-            self._swap_in()
-            if sw.fifo:   # it does not fit yet
-                sw.fifo.popleft()
-                sw.park(r, key)
-                return
+    # -- priority preemption (``priority.py``) -------------------------------------------------
+    def _plain_preempt(self, r: _OR) -> None:
+        Replica._preempt(self, r)
 
-    def _blocked(self, head: _OR, freed_blocks: int, freed_need: int, freed_slots: int) -> bool:
-        if len(self.running) - freed_slots >= self.max_batch:
-            return True
-        need = -(-(head.need + head.computed) // self.block_tokens) - head.blocks
-        avail = (self.free_blocks + freed_blocks - (self._need_all() - freed_need)
-                 - self.watermark_blocks)
-        return avail < need
+    def _plain_swap_in(self) -> None:
+        Replica._swap_in(self)
 
-    def _priority_preempt(self) -> None:
-        if not (self.preemptive and self._pcheck):
-            return
-        head = self.queue.head()
-        if head is None:
-            self._pcheck = False
-            return
-        if not self._blocked(head, 0, 0, 0):
-            return   # keep the flag: the head may block later
-        self._pcheck = False
-        self.priority_scans += 1
-        chosen = self._unblocking_victims(head, head.rkey[:2])
-        if chosen is None:
-            return
-        for v in chosen:
-            self._preempt_for_priority(v)
-        self.waiting = self.queue
+    def _decode_blocks_now(self) -> int:
+        return self._need_all()
 
     def _victims_worst_first(self):
         """Preemptible running requests, worst rank first, ties to the earliest admitted."""
@@ -489,15 +455,6 @@ class OrderedReplica(Replica):
             if not self._blocked(head, freed_blocks, freed_need, len(chosen)):
                 return chosen
         return None
-
-    def _preempt_for_priority(self, v: _OR) -> None:
-        before = v.recomputed
-        v.prio += 1
-        self._preempt(v)
-        v.prio_recomputed += v.recomputed - before
-        if v.status == Status.SWAPPED:
-            self.swapped.fifo.pop()   # it was just appended
-            self.swapped.park(v, self._wait_key(v))
 
     # -- records --------------------------------------------------------------------------------
     def _store(self, r: _OR) -> None:
