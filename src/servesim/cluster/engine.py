@@ -3,7 +3,8 @@ at a time, with an optional strict class priority over its batching policy."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from servesim.core.errors import ConfigError
@@ -48,7 +49,8 @@ class _RankedView:
         self._view = view
         self._order = order
         waiting = view.waiting
-        self._waiting = list(waiting) if not isinstance(waiting, Sequence) else waiting
+        self._waiting = (waiting if isinstance(waiting, Sequence | LevelQueue)
+                         else list(waiting))
         running = order.ordered(view.prefilling)
         top = order.best(self._waiting) if running else None
         self._ahead = [r for r in running if top is None or order.level(r) <= top]
@@ -78,6 +80,46 @@ class _RankedView:
         return self._order.lazy(self._waiting, self._behind, self._room)
 
 
+class LevelQueue:
+    """The waiting queue of an engine with class priority: one FIFO per priority level, read
+    best level first, so finding the best waiting class and walking the queue in rank order
+    cost O(levels + requests read), not a scan of the whole queue per level."""
+
+    def __init__(self, level: Callable[[Any], int], n_levels: int) -> None:
+        self.level = level
+        self.levels: list[deque] = [deque() for _ in range(n_levels)]
+        self.n = 0
+
+    def append(self, r: Any) -> None:
+        self.levels[self.level(r)].append(r)
+        self.n += 1
+
+    def appendleft(self, r: Any) -> None:
+        self.levels[self.level(r)].appendleft(r)
+        self.n += 1
+
+    def remove(self, r: Any) -> None:
+        self.levels[self.level(r)].remove(r)
+        self.n -= 1
+
+    def best(self) -> int | None:
+        """The best level with a waiting request; None if the queue is empty."""
+        for i, q in enumerate(self.levels):
+            if q:
+                return i
+        return None
+
+    def __iter__(self) -> Iterator[Any]:
+        for q in self.levels:
+            yield from q
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __bool__(self) -> bool:
+        return self.n > 0
+
+
 class ClassPriority(Policy):
     """Strict priority by class over any batching policy.
 
@@ -97,13 +139,15 @@ class ClassPriority(Policy):
         self.name = f"priority({inner.name})"
         self.chunked = inner.chunked
         self.rank = {c: i for i, c in enumerate(classes)}
-        self._levels = len(classes) + 1   # unlisted classes share the lowest level
+        self.n_levels = len(classes) + 1   # unlisted classes share the lowest level
 
     def level(self, r: Any) -> int:
-        return self.rank.get(r.cls, self._levels - 1)
+        return self.rank.get(r.cls, self.n_levels - 1)
 
     def best(self, reqs: Iterable[Any]) -> int | None:
         """The highest rank (lowest level) among ``reqs``; None if there are none."""
+        if isinstance(reqs, LevelQueue):
+            return reqs.best()
         top = None
         for r in reqs:
             level = self.level(r)
@@ -121,12 +165,13 @@ class ClassPriority(Policy):
         """``reqs`` by level, at most ``most`` of them; at each level, those of ``first``
         (already ordered, never capped) go first."""
         i, left = 0, most
-        for level in range(self._levels):
+        by_level = reqs.levels if isinstance(reqs, LevelQueue) else None
+        for level in range(self.n_levels):
             while i < len(first) and self.level(first[i]) == level:
                 yield first[i]
                 i += 1
-            for r in reqs:
-                if self.level(r) != level:
+            for r in (reqs if by_level is None else by_level[level]):
+                if by_level is None and self.level(r) != level:
                     continue
                 if left is not None:
                     if left <= 0:
@@ -154,6 +199,7 @@ class ClusterEngine(ReferenceStepper):
             if priority else None
         if self.priority is not None:
             self.policy = self.priority
+            self.queue = self.waiting = LevelQueue(self.priority.level, self.priority.n_levels)
         self.done: list[Visit] = []
         self.scheduled = False   # a plan event for this engine is in the network's heap
         self.index = -1
