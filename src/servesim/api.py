@@ -86,7 +86,7 @@ def simulate(scenario: Scenario, *, seed: int | None = None,
     requests = scenario.workload.generate(streams, n_requests=run.requests,
                                           horizon_s=run.horizon_s)
     schedule = scenario.schedule
-    if schedule.ordered:   # a non-FCFS order or a predictor: the ordered stepper
+    if schedule.ordered:   # a non-FCFS order or a predictor: the ordered engines
         result = run_ordered(requests, scenario.engine, scenario.cost, schedule.order,
                              schedule.make_predictor(seed), seed, until_s=run.until_s,
                              max_in_system=run.max_in_system,

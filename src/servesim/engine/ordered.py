@@ -58,7 +58,7 @@ Cost. ``run_ordered`` runs the fast ordered replica (``ordered_replica.py``, ide
 wherever it applies; this stepper is the definition and the fallback. It inherits the plain
 loop's O(batch) work per iteration (it adds each decoder's
 token one by one). The ordering adds, per request, O(log n) comparisons per scheduling event
-(the queue is a sorted list, so an insertion also moves O(n) pointers in one memmove) and no work
+(the queue is a sorted list) and no work
 per token beyond one integer comparison against the next generated-token count at which its rank
 changes (a refinement, the end of a rank piece such as the iteration TRAIL makes it
 non-preemptible, or the iteration a rising rank crosses the best waiting rank). Ranks are
@@ -72,7 +72,6 @@ request, a rank that rises) and while the head is blocked; a scan that finds non
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -87,13 +86,13 @@ from servesim.engine.prediction_draws import draw, quantize
 from servesim.engine.priority import PriorityPreemption
 from servesim.engine.rank_queues import RankedQueue, SwapQueue
 from servesim.engine.rank_rule import RankRule
+from servesim.engine.ranked import Ranked, add_columns, piece_end
 from servesim.engine.reference import ReferenceStepper, _Req
 from servesim.engine.state import EngineRun, Status
 from servesim.policies.batching import policy_class
 from servesim.policies.ordering import (
     FCFS,
     Ordering,
-    Segment,
     SPRPTBounce,
     make_ordering,
 )
@@ -124,7 +123,7 @@ class _Running(list):
         self.owner._dirty = True
 
 
-class OrderedStepper(PriorityPreemption, ReferenceStepper):
+class OrderedStepper(Ranked, PriorityPreemption, ReferenceStepper):
     """The plain step loop with a waiting queue in rank order, running requests presented in
     rank order, and priority preemption at admission points (see the module docstring)."""
 
@@ -175,60 +174,16 @@ class OrderedStepper(PriorityPreemption, ReferenceStepper):
             r.refine_at = r.seg_end_at = r.cross_at = r.evt_at = INF
             r.boosted, r.waited_s, r.enq_t, r.visit = False, 0.0, r.arrival, 0
 
-    def _charge(self, r: _Req) -> None:
-        """Book the predictions of ``r``, first considered now (see the module docstring)."""
-        r.considered = True
-        for cost, which in self.costs:
-            used = self.has_bit if which == "bit" else r.full
-            if cost is None or not used:
-                continue
-            if cost.kind == "external":
-                r.pcost += cost.amount
-            else:
-                r.pserver_s += cost.amount
-                self._pending_s += cost.amount
-
     # -- ranks --------------------------------------------------------------------------------
-    def _segment(self, r: _Req) -> Segment:
-        return self.rule.segment(boosted=r.boosted, output=r.output, pred=r.pred, pred0=r.pred0,
-                                 generated=r.generated, arrival=r.arrival, bit=r.bit,
-                                 preemptions=r.prio)
-
-    def _wait_key(self, r: _Req) -> tuple:
-        s = self._segment(r)
-        return s.tier, s.value, r.id
-
-    def _queue_key(self, r: _Req) -> tuple:
-        """The rank key of ``r`` joining the queue; with aging, its boost time becomes an event
-        (fixed while it waits: it joined at ``enq_t`` having waited ``waited_s`` before)."""
-        if self.aging is not None and not r.boosted:
-            r.visit += 1
-            due = r.enq_t + self.aging.wait_s - r.waited_s
-            heapq.heappush(self.boosts, (due, r.id, r.visit))
-        return self._wait_key(r)
-
-    def _boost_due(self, t: float) -> None:
-        """Move waiting requests whose boost time has come above every unboosted one."""
-        while self.boosts and self.boosts[0][0] <= t:
-            _, i, visit = heapq.heappop(self.boosts)
-            r = self.reqs[i]
-            if r.status != Status.WAITING or r.visit != visit or r.rkey is None:
-                continue   # stale: admitted or re-queued since
-            self.queue.remove(r)
-            r.boosted = True
-            self.queue.append(r)
-            self._pcheck = True
-
     @staticmethod
     def _rank(r: _Req) -> tuple[int, float]:
         return r.seg.rank_after(r.generated - r.seg_age)
 
     def _refresh(self, r: _Req) -> None:
         """Re-evaluate a running request's rank piece and its next event."""
-        s = r.seg = self._segment(r)
+        s = r.seg = self._segment(r, r.generated)
         r.seg_age = r.generated
-        r.seg_end_at = INF if s.until_age == INF else max(math.ceil(s.until_age),
-                                                          r.generated + 1)
+        r.seg_end_at = piece_end(s, r.generated)
         r.evt_at = min(r.refine_at, r.seg_end_at, r.cross_at)
 
     def _enter(self, r: _Req) -> None:
@@ -407,18 +362,8 @@ class OrderedStepper(PriorityPreemption, ReferenceStepper):
     def _result(self, t: float, reason: str) -> EngineRun:
         run = super()._result(t, reason)
         reqs = self.reqs
-        run.requests["predicted_tokens"] = np.array([r.pred0 for r in reqs], dtype=np.float64)
-        run.requests["priority_preemptions"] = np.array([r.prio for r in reqs], dtype=np.int64)
-        run.requests["priority_recomputed_tokens"] = np.array(
-            [r.prio_recomputed for r in reqs], dtype=np.int64)
-        run.requests["cheap_bit"] = np.array([r.bit for r in reqs], dtype=np.float64)
-        run.requests["expensive_prediction"] = np.array([r.full and r.considered for r in reqs],
-                                                        dtype=bool)
-        run.requests["prediction_cost"] = np.array([r.pcost for r in reqs], dtype=np.float64)
-        run.requests["prediction_server_s"] = np.array([r.pserver_s for r in reqs],
-                                                       dtype=np.float64)
+        add_columns(run.requests, reqs, [r.pred0 for r in reqs], [r.bit for r in reqs])
         return run
-
 
 def run_ordered(requests: Requests, config: EngineConfig, cost, ordering: Ordering | str |
                 Mapping[str, Any], predictor: Predictor | Mapping[str, Any] | None = None,
@@ -443,11 +388,12 @@ def run_ordered(requests: Requests, config: EngineConfig, cost, ordering: Orderi
     (NaN without a bit predictor), ``expensive_prediction`` (whether the request got and paid for
     the predictor's prediction), ``prediction_cost`` (external) and ``prediction_server_s``.
 
-    ``stepper``: "fast" runs the fast ordered replica (``ordered_replica.py``; the orderings and
-    predictors ``fast_supported`` accepts, on a batching system that decodes the oldest-k rule),
-    "reference" this module's stepper, and "auto" the fast one where it applies. Both give
-    identical records. ``check_invariants`` checks the fast replica's aggregates every
-    iteration (slow; for tests). ``progress`` is called by the fast replica only.
+    ``stepper``: "fast" runs the fast ordered replica (``ordered_replica.py``; the orderings
+    ``fast_supported`` accepts, on a batching system that plans a decode count rather than
+    naming decoders), "reference" this module's stepper, and "auto" the fast one where it
+    applies. Both give identical records. ``check_invariants`` checks the fast replica's
+    aggregates every iteration (slow; for tests). ``progress`` is called by the fast replica
+    only.
 
     Raises ConfigError for an unknown or unsupported ordering or predictor, a missing predictor,
     an unknown ``stepper``, or "fast" where it does not apply.
@@ -472,14 +418,15 @@ def run_ordered(requests: Requests, config: EngineConfig, cost, ordering: Orderi
 def _use_fast(stepper: str, config: EngineConfig, ordering: Ordering,
               predictor: Predictor | None, bit_predictor: Predictor | None) -> bool:
     choice = lookup({"auto": None, "fast": True, "reference": False}, stepper, "stepper")
-    fits = (fast_supported(ordering, predictor, bit_predictor)
-            and not policy_class(config.batching).explicit_decoders)
-    if choice is True and not fits:
+    why = None
+    if not fast_supported(ordering, predictor, bit_predictor):
+        why = f"order {ordering.name!r} has ranks that rise with age"
+    elif policy_class(config.batching).explicit_decoders:
+        why = f"batching {config.batching!r} names its decoders"
+    if choice is True and why is not None:
         raise ConfigError("stepper", stepper, "\"reference\" or \"auto\" for this schedule: "
-                          f"the fast ordered replica runs no {ordering.name!r} ordering with "
-                          "refinement, aging, priority preemption, server-time prediction costs "
-                          f"or the {config.batching!r} batching system that names its decoders")
-    return fits if choice is None else choice
+                          f"the fast ordered replica cannot run it ({why})")
+    return why is None if choice is None else choice
 
 
 def preemption_totals(run: EngineRun) -> dict[str, int]:

@@ -50,9 +50,10 @@ from servesim.engine.prediction_draws import draw, quantize
 from servesim.engine.priority import PriorityPreemption
 from servesim.engine.rank_queues import RankedPrefills, RankedQueue, SwapQueue
 from servesim.engine.rank_rule import RankRule
+from servesim.engine.ranked import Ranked, add_columns, piece_end
 from servesim.engine.replica import _R, Replica
 from servesim.engine.state import EngineRun, Status
-from servesim.policies.ordering import FCFS, Aging, Ordering, SPRPTBounce
+from servesim.policies.ordering import FCFS, Aging, Ordering, Segment, SPRPTBounce
 from servesim.policies.schedule import check_supported
 from servesim.predictors import Predictor
 from servesim.predictors import Trail as TrailPredictor
@@ -74,18 +75,23 @@ class _OR(_R):
     ``pre``: preemptible), ``adm`` numbering its latest entry into the running set, ``where``
     it runs ("pf", "head", "tail" or None) and ``rkey`` its key in the container holding it."""
 
-    __slots__ = ("tier", "value", "slope", "g0", "pre", "adm", "where", "rkey", "pred", "prio",
-                 "prio_recomputed", "refine_at", "seg_end_at", "evt_at", "estamp", "boosted",
-                 "waited_s", "enq_t", "visit", "pserver_s")
+    __slots__ = ("tier", "value", "slope", "g0", "pre", "adm", "where", "rkey", "pred", "pred0",
+                 "arrival", "bit", "full", "prio", "prio_recomputed", "refine_at", "seg_end_at",
+                 "evt_at", "estamp", "boosted", "waited_s", "enq_t", "visit", "considered",
+                 "pcost", "pserver_s")
 
     def __init__(self, i: int, prompt: int, output: int) -> None:
         super().__init__(i, prompt, output)
         self.tier, self.value, self.slope, self.g0, self.pre = 0, 0.0, 0.0, 0, False
         self.adm, self.where, self.rkey = 0, None, None
-        self.pred, self.prio, self.prio_recomputed = math.nan, 0, 0
+        self.pred = self.pred0 = self.arrival = self.bit = math.nan
+        self.full, self.prio, self.prio_recomputed = False, 0, 0
         self.refine_at = self.seg_end_at = self.evt_at = INF
         self.estamp, self.boosted, self.waited_s, self.enq_t = 0, False, 0.0, 0.0
-        self.visit, self.pserver_s = 0, 0.0
+        self.visit, self.considered, self.pcost, self.pserver_s = 0, False, 0.0, 0.0
+
+
+_ADMISSION_ORDER = Segment(0, 0.0, 0.0, INF, False)
 
 
 def _worst_first(key: tuple) -> tuple:
@@ -93,7 +99,7 @@ def _worst_first(key: tuple) -> tuple:
     return key[0], key[1], -key[2], key[3]
 
 
-class OrderedReplica(PriorityPreemption, Replica):
+class OrderedReplica(Ranked, PriorityPreemption, Replica):
     """The fast replica with an ordering (see the module docstring)."""
 
     def __init__(self, requests: Requests, config: EngineConfig, cost, ordering: Ordering,
@@ -112,13 +118,12 @@ class OrderedReplica(PriorityPreemption, Replica):
         self.preemptive = ordering.preemptive
         self.refiner = (predictor if isinstance(predictor, TrailPredictor)
                         and ordering.uses == "prediction" else None)
-        self.costs = [(getattr(bit_predictor, "cost", None), bit_predictor is not None),
-                      (getattr(predictor, "cost", None), None)]
+        self.costs = [(getattr(bit_predictor, "cost", None), "bit"),
+                      (getattr(predictor, "cost", None), "full")]
+        self.has_bit = bit_predictor is not None
         self.draws = draw(requests, ordering, predictor, bit_predictor, seed)
         self.arrivals = requests.arrival_s.tolist()
-        self.extra = {k: np.zeros(self.n, np.int64) for k in ("prio", "prio_recomputed")}
-        self.extra_f = {k: np.zeros(self.n) for k in ("pcost", "pserver_s")}
-        self.considered = np.zeros(self.n, dtype=bool)
+        self.entered: list[_OR] = []   # every request that arrived, for the records
         self.queue = RankedQueue(self._queue_key, front_victims=not ordering.preemptive)
         self.waiting = self.queue
         self.swapped = SwapQueue()
@@ -139,40 +144,21 @@ class OrderedReplica(PriorityPreemption, Replica):
 
     def request_type(self, i: int, prompt: int, output: int) -> _OR:
         r = _OR(i, prompt, output)
-        r.pred = self.draws.pred0[i]
-        r.enq_t = self.arrivals[i]
+        d = self.draws
+        r.pred = r.pred0 = d.pred0[i]
+        r.bit, r.full = d.bit[i], d.full[i]
+        r.arrival = r.enq_t = self.arrivals[i]
+        self.entered.append(r)
         return r
 
     # -- ranks ------------------------------------------------------------------------------
-    def _segment(self, r: _OR, generated: int):
-        i = r.id
-        return self.rule.segment(boosted=r.boosted, output=r.output, pred=r.pred,
-                                 pred0=self.draws.pred0[i], generated=generated,
-                                 arrival=self.arrivals[i], bit=self.draws.bit[i],
-                                 preemptions=r.prio)
-
-    def _wait_key(self, r: _OR) -> tuple:
-        s = self._segment(r, r.generated)
-        return s.tier, s.value, r.id
-
-    def _queue_key(self, r: _OR) -> tuple:
-        """The key of ``r`` joining the queue; with aging its boost time becomes an event."""
-        if self.aging is not None and not r.boosted:
-            r.visit += 1
-            heapq.heappush(self.boosts, (r.enq_t + self.aging.wait_s - r.waited_s, r.id,
-                                         r.visit))
-        return self._wait_key(r)
-
     def _fix(self, r: _OR, g: int) -> None:
         """Fix the rank piece of running ``r`` at ``g`` generated tokens, and its next event."""
-        if self.by_admission:   # FCFS means admission order among running requests
-            r.tier, r.value, r.slope, r.pre, until = 0, 0.0, 0.0, False, INF
-        else:
-            s = self._segment(r, g)
-            r.tier, r.value, r.slope, r.pre, until = s.tier, s.value, s.slope, s.preemptible, \
-                s.until_age
+        # FCFS means admission order among running requests.
+        s = _ADMISSION_ORDER if self.by_admission else self._segment(r, g)
+        r.tier, r.value, r.slope, r.pre = s.tier, s.value, s.slope, s.preemptible
         r.g0 = g
-        r.seg_end_at = INF if until == INF else max(math.ceil(until), g + 1)
+        r.seg_end_at = piece_end(s, g)
         r.evt_at = min(r.refine_at, r.seg_end_at)
 
     def _key(self, r: _OR, where: str) -> tuple:
@@ -325,24 +311,16 @@ class OrderedReplica(PriorityPreemption, Replica):
             self._refresh(r, g)
         self._pcheck = True
 
-    def _boost_due(self, t: float) -> None:
-        while self.boosts and self.boosts[0][0] <= t:
-            _, i, visit = heapq.heappop(self.boosts)
-            r = self.queue.by_id.get(i)
-            if r is None or r.visit != visit:
-                continue   # stale: admitted or re-queued since
-            self.queue.remove(r)
-            r.boosted = True
-            self.queue.append(r)
-            self._pcheck = True
-
     # -- the loop's hooks -----------------------------------------------------------------------
     def _iterate(self, t: float, next_event: float) -> float | None:
         self._now = t
         if self.boosts:
             self._boost_due(t)
-            if self.boosts:   # a stretch must not run past a boost
-                next_event = min(next_event, self.boosts[0][0])
+            boosts, waiting = self.boosts, self.queue.by_id
+            while boosts and getattr(waiting.get(boosts[0][1]), "visit", None) != boosts[0][2]:
+                heapq.heappop(boosts)   # stale: admitted or re-queued since
+            if boosts:   # a stretch must not run past a boost
+                next_event = min(next_event, boosts[0][0])
         return super()._iterate(t, next_event)
 
     def _before_plan(self) -> None:
@@ -360,11 +338,20 @@ class OrderedReplica(PriorityPreemption, Replica):
             self._run_events()
         return end
 
+    def _stretch_cap(self, needs: np.ndarray, used: np.ndarray) -> int:
+        """With a priority check pending, end the stretch before the first iteration at whose
+        start the decoders' growth leaves the waiting head blocked: the ordered stepper checks
+        at every iteration start. Only memory can block it there, since the running set does
+        not change inside a stretch (and it was not blocked at this one's start)."""
+        head = self.queue.head() if self.preemptive and self._pcheck else None
+        if head is None:
+            return len(needs)
+        want = -(-(head.need + head.computed) // self.block_tokens) - head.blocks
+        before = np.concatenate(([0], used[:-1]))
+        blocked = np.flatnonzero(self.free_blocks - before - needs - self.watermark_blocks < want)
+        return int(blocked[0]) if blocked.size else len(needs)
+
     def _stretch(self, t: float, next_event: float, demand: int, padding: int) -> float | None:
-        if self.preemptive and self._pcheck and self.queue:
-            # The waiting head is not blocked now but the decoders' growth may block it at
-            # any tick, and the ordered stepper checks it at every iteration start.
-            return None
         end = super()._stretch(t, next_event, demand, padding)
         if end is not None:
             self._run_events()
@@ -377,22 +364,6 @@ class OrderedReplica(PriorityPreemption, Replica):
             if self.queue.head() is r:
                 self._pcheck = True
         return r
-
-    def _charge(self, r: _OR) -> None:
-        """Book the predictions of ``r``, first considered now (as the ordered stepper)."""
-        self.considered[r.id] = True
-        pcost = 0.0
-        for cost, used in self.costs:
-            if used is None:
-                used = self.draws.full[r.id]
-            if cost is None or not used:
-                continue
-            if cost.kind == "external":
-                pcost += cost.amount
-            else:
-                r.pserver_s += cost.amount
-                self._pending_s += cost.amount
-        self.extra_f["pcost"][r.id] = pcost
 
     def start_decoding(self, i: int) -> None:
         self._starting = True
@@ -457,12 +428,6 @@ class OrderedReplica(PriorityPreemption, Replica):
         return None
 
     # -- records --------------------------------------------------------------------------------
-    def _store(self, r: _OR) -> None:
-        super()._store(r)
-        self.extra["prio"][r.id] = r.prio
-        self.extra["prio_recomputed"][r.id] = r.prio_recomputed
-        self.extra_f["pserver_s"][r.id] = r.pserver_s
-
     def _record_batch(self, plan) -> None:
         decoders = [self.running[k[-1]] for k in self.head][: plan.decode]
         self.batches.append([(r.id, "d", 1) for r in decoders] +
@@ -486,13 +451,5 @@ class OrderedReplica(PriorityPreemption, Replica):
 
     def _result(self, t: float, reason: str) -> EngineRun:
         run = super()._result(t, reason)
-        d, seen = self.draws, self.considered
-        df = run.requests
-        df["predicted_tokens"] = np.array(d.pred0, dtype=np.float64)
-        df["priority_preemptions"] = self.extra["prio"]
-        df["priority_recomputed_tokens"] = self.extra["prio_recomputed"]
-        df["cheap_bit"] = np.array(d.bit, dtype=np.float64)
-        df["expensive_prediction"] = np.array(d.full, dtype=bool) & seen
-        df["prediction_cost"] = self.extra_f["pcost"]
-        df["prediction_server_s"] = self.extra_f["pserver_s"]
+        add_columns(run.requests, self.entered, self.draws.pred0, self.draws.bit)
         return run

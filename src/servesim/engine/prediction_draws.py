@@ -70,15 +70,3 @@ def draw(requests: Requests, ordering: Ordering, predictor: Predictor | None,
     pred0 = [float(y) if f or not ordering.needs_bit else math.nan
              for y, f in zip(pred.tolist(), full, strict=True)]
     return Draws(pred0, bits, full, stream, state)
-
-
-def external_cost(predictor: Predictor | None, bit_predictor: Predictor | None,
-                  full: bool) -> float:
-    """The external prediction cost booked for one request when the engine first considers it:
-    the cheap bit's, then the expensive prediction's if the request gets it."""
-    total = 0.0
-    for p, used in ((bit_predictor, bit_predictor is not None), (predictor, full)):
-        cost = getattr(p, "cost", None)
-        if cost is not None and used and cost.kind == "external":
-            total += cost.amount
-    return total

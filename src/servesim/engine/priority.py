@@ -66,7 +66,8 @@ class PriorityPreemption:
             return   # keep the flag: the head may block later
         self._pcheck = False
         self.priority_scans += 1
-        rank = self._wait_key(head)[:2] if head.rkey is None else head.rkey[:2]
+        # A preemptive ordering queues memory victims by rank too, so the head has its key.
+        rank = head.rkey[:2]
         chosen = self._unblocking_victims(head, rank)
         if chosen is None:
             self._plan_crossings(rank)
@@ -92,7 +93,7 @@ class PriorityPreemption:
         while sw.keys and len(self.running) < self.max_batch:
             r = sw.parked_head()
             head = self.queue.head()
-            if head is not None and (head.rkey is None or head.rkey < r.rkey):
+            if head is not None and head.rkey < r.rkey:
                 return
             key = r.rkey
             sw.unpark(r)

@@ -151,6 +151,9 @@ class Replica:
         """Put request ``i`` in the engine at its arrival, prefill already done (for tests)."""
         self.started.add(i)
         r = self._arrive(i)
+        if r is None:
+            raise ConfigError("start_decoding", i, "a request the engine admits (this one is "
+                              "longer than the engine's length limits)")
         self.queue.remove(r)
         self._admit(r, float(self.spec.arrival_s[i]))
         self._advance_prefill(r, r.need)
@@ -637,7 +640,8 @@ class Replica:
         B = self.block_tokens
         needs = np.take(np.asarray(self.cnt), (-(self.tick + ks)) % B)
         used = np.cumsum(needs)
-        k = min(k, int(np.searchsorted(used, self.free_blocks, side="right")))
+        k = min(k, int(np.searchsorted(used, self.free_blocks, side="right")),
+                self._stretch_cap(needs, used))
         if k <= 1:
             return None
         self._flush_rows()
@@ -660,6 +664,11 @@ class Replica:
                           len(self.queue) + len(self.swapped), len(self.running),
                           self.pf_need + self.dec_left, demand))
         return float(ends[k - 1])
+
+    def _stretch_cap(self, needs: np.ndarray, used: np.ndarray) -> int:
+        """Iterations a stretch may take given the blocks its ticks need (``needs[j]`` for the
+        j-th, ``used`` their running sum); the plain replica has no further bound."""
+        return len(needs)
 
     def _stretch_ticks(self) -> int:
         """Ticks to the next decode event, the next completion (a stretch may end on it)."""

@@ -7,12 +7,14 @@ itself, read-only by contract):
   request may prefill per iteration), ``block_tokens``, ``free_blocks``, ``watermark_blocks``;
 - ``n_decoders`` (running requests ready to decode), ``decode_need`` (blocks the decoders need if
   all take a token now), ``n_running``;
-- ``prefilling`` (running requests with prefill left, admission order) and ``waiting`` (queue
-  order); each request exposes ``need`` (prefill tokens left) and ``computed`` (tokens in KV).
+- ``prefilling`` (running requests with prefill left, admission order, or rank order under an
+  ordering) and ``waiting`` (queue order); each request exposes ``need`` (prefill tokens left)
+  and ``computed`` (tokens in KV).
 
-A plan names only what changes: how many decoders take a token (the oldest ``decode`` of them in
-admission order) and the prefill chunks, where a chunk of a waiting request admits it. So a
-decode-only stretch is one plan that repeats, which is what lets the engine skip through it.
+A plan names only what changes: how many decoders take a token (the first ``decode`` of them:
+the oldest in admission order, or the best-ranked under an ordering) and the prefill chunks,
+where a chunk of a waiting request admits it. So a decode-only stretch is one plan that repeats,
+which is what lets the engine skip through it.
 
 A policy that decodes an arbitrary subset (WAIT) names its decoders explicitly in the plan and
 declares ``explicit_decoders = True``; only the reference stepper runs it (``run_engine`` picks

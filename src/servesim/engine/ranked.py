@@ -1,0 +1,101 @@
+"""What both ordered engines do alike with a request's rank and its predictions.
+
+A mixin over an engine that has ``rule`` (``RankRule``), ``aging`` (the Aging ordering or None),
+``boosts`` (a heap of (due time, request id, queue visit)), ``queue``
+(``rank_queues.RankedQueue``), ``costs`` and ``has_bit`` (see ``_charge``), ``_pending_s`` and
+``_pcheck``; requests carry ``output``, ``pred``, ``pred0``, ``arrival``, ``bit``, ``full``,
+``prio``, ``boosted``, ``enq_t``, ``waited_s``, ``visit``, ``considered``, ``pcost`` and
+``pserver_s``. The semantics are stated in ``ordered.py``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from servesim.policies.ordering import Segment
+
+INF = math.inf
+
+
+def piece_end(s: Segment, generated: int) -> float:
+    """The generated count at which a request on piece ``s`` (fixed at ``generated``) next needs
+    its rank re-evaluated: the end of the piece, and at least one token on."""
+    return INF if s.until_age == INF else max(math.ceil(s.until_age), generated + 1)
+
+
+def add_columns(df: pd.DataFrame, reqs: Iterable[Any], pred0: list[float],
+                bit: list[float]) -> None:
+    """Add the ordered engines' per-request columns to the request table ``df``: the initial
+    prediction and the cheap bit of every request, and the counts and charges of ``reqs``, the
+    requests that entered the system (the others have none)."""
+    n = len(df)
+    prio, prio_recomputed = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    expensive, pcost, pserver_s = np.zeros(n, bool), np.zeros(n), np.zeros(n)
+    for r in reqs:
+        i = r.id
+        prio[i], prio_recomputed[i] = r.prio, r.prio_recomputed
+        expensive[i] = r.full and r.considered
+        pcost[i], pserver_s[i] = r.pcost, r.pserver_s
+    df["predicted_tokens"] = np.array(pred0, dtype=np.float64)
+    df["priority_preemptions"] = prio
+    df["priority_recomputed_tokens"] = prio_recomputed
+    df["cheap_bit"] = np.array(bit, dtype=np.float64)
+    df["expensive_prediction"] = expensive
+    df["prediction_cost"] = pcost
+    df["prediction_server_s"] = pserver_s
+
+
+class Ranked:
+    """Rank keys, aging boosts and prediction charges, shared by the ordered engines."""
+
+    def _segment(self, r: Any, generated: int) -> Segment:
+        return self.rule.segment(boosted=r.boosted, output=r.output, pred=r.pred, pred0=r.pred0,
+                                 generated=generated, arrival=r.arrival, bit=r.bit,
+                                 preemptions=r.prio)
+
+    def _wait_key(self, r: Any) -> tuple:
+        s = self._segment(r, r.generated)
+        return s.tier, s.value, r.id
+
+    def _queue_key(self, r: Any) -> tuple:
+        """The rank key of ``r`` joining the queue; with aging, its boost time becomes an event
+        (fixed while it waits: it joined at ``enq_t`` having waited ``waited_s`` before)."""
+        if self.aging is not None and not r.boosted:
+            r.visit += 1
+            heapq.heappush(self.boosts, (r.enq_t + self.aging.wait_s - r.waited_s, r.id,
+                                         r.visit))
+        return self._wait_key(r)
+
+    def _boost_due(self, t: float) -> None:
+        """Move waiting requests whose boost time has come above every unboosted one."""
+        while self.boosts and self.boosts[0][0] <= t:
+            _, i, visit = heapq.heappop(self.boosts)
+            r = self.queue.by_id.get(i)
+            if r is None or r.visit != visit:
+                continue   # stale: admitted or re-queued since
+            self.queue.remove(r)
+            r.boosted = True
+            self.queue.append(r)
+            self._pcheck = True
+
+    def _charge(self, r: Any) -> None:
+        """Book the predictions of ``r``, first considered now: the cheap bit if the ordering
+        reads one, then the expensive prediction if ``r`` gets it. ``costs`` is
+        ((bit predictor's cost, "bit"), (predictor's cost, "full")); an external cost is
+        booked, a server-time one is engine time at the next executed iteration."""
+        r.considered = True
+        for cost, which in self.costs:
+            used = self.has_bit if which == "bit" else r.full
+            if cost is None or not used:
+                continue
+            if cost.kind == "external":
+                r.pcost += cost.amount
+            else:
+                r.pserver_s += cost.amount
+                self._pending_s += cost.amount
