@@ -24,9 +24,9 @@ lists keyed worst-first with ties to the earliest admitted, which is the ordered
 victim order, so priority preemption merges their ends, O(log n) per victim.
 
 Rank events are a heap keyed by the tick at which a decoder reaches the generated count of its
-next event, re-pushed when it is unparked; decode-only stretches stop at the next one, and do
-not start while a priority check is pending with requests waiting (the decoders' growth may
-block the waiting head at any tick, and the ordered stepper checks at every iteration).
+next event, re-pushed when it is unparked; decode-only stretches stop at the next one, and,
+with a priority check pending, before the first iteration whose start finds the waiting head
+blocked by the decoders' growth (the ordered stepper checks at every iteration start).
 
 Floats. Predictions are on a grid of 2**-16 token (``prediction_draws.quantize``), so ranks,
 static keys and their differences are exact, and a tie is a tie in both engines. Where ranks
