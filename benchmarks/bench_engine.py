@@ -229,9 +229,11 @@ def child_main(raw: str) -> int:
     return 0
 
 
-def run_child(spec: dict[str, Any], timeout_s: float = 1800.0) -> dict[str, Any]:
-    """Run one child in a fresh interpreter; raise RuntimeError with its stderr on failure."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
+def run_child(spec: dict[str, Any], timeout_s: float = 1800.0,
+              script: str | Path = __file__) -> dict[str, Any]:
+    """Run ``script --child SPEC`` in a fresh interpreter and return the result it printed;
+    raise RuntimeError with its stderr on failure."""
+    cmd = [sys.executable, str(Path(script).resolve()), "--child", json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(MARK):
@@ -734,12 +736,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         md += [f"- note: {n}" for n in notes]
         if misses:
             md += ["", "**Targets missed:** " + "; ".join(misses)]
-        try:
-            Path(args.report).write_text("\n".join(md) + "\n", encoding="utf-8")
-            say(f"report written to {args.report}")
-        except OSError as e:
-            say(f"could not write the report to {args.report}: {e}")
+        write_report(args.report, md)
     return 0
+
+
+def write_report(path: str, lines: list[str]) -> None:
+    """Write the markdown report, the only file a benchmark writes; say so, or why not."""
+    try:
+        Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        say(f"report written to {path}")
+    except OSError as e:
+        say(f"could not write the report to {path}: {e}")
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ prefill after younger ones, which dissolves the frontier.
 
 import numpy as np
 import pandas as pd
-from engine_cases import make_config
+from engine_cases import make_config, overload_case
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from servesim.engine.cost import Affine, Staircase
+from servesim.engine.cost import Staircase
 from servesim.engine.replica import Replica, run_engine
 from servesim.workload.requests import Requests
 
@@ -28,27 +28,6 @@ class _Watched(Replica):
     def check_invariants(self) -> None:
         super().check_invariants()
         self.max_parked = max(self.max_parked, len(self.tail))
-
-
-def orca_overload(rng: np.random.Generator, batching: str = "orca"):
-    """A burst of short requests at several times a small budget's capacity."""
-    n = int(rng.integers(30, 100))
-    arrivals = np.cumsum(rng.exponential(rng.uniform(0.0005, 0.006), n))
-    requests = Requests.from_lists(arrivals, rng.integers(1, 30, n), rng.integers(1, 70, n))
-    block = int(rng.choice([1, 4, 16]))
-    tight = rng.random() < 0.5
-    kv = dict(block_tokens=block,
-              blocks=int(rng.integers(-(-100 // block) + 1, 120)) if tight else 10**6,
-              watermark=float(rng.choice([0.0, 0.05])),
-              preemption=str(rng.choice(["recompute", "swap"])),
-              victim=str(rng.choice(["newest", "most_blocks", "fewest_blocks"])),
-              host_blocks=int(rng.integers(0, 60)), swap_bytes_per_s=1e9, block_bytes=1 << 20)
-    config = make_config(batching, token_budget=int(rng.integers(15, 60)),
-                         chunk_tokens=int(rng.integers(1, 30)) if rng.random() < 0.3 else None,
-                         kv=kv)
-    cost = Staircase() if rng.random() < 0.5 else Affine(d0_s=0.005, d1_s=1e-5, decode_s=1e-4)
-    until = float(arrivals[-1]) * rng.uniform(0.5, 3) if rng.random() < 0.3 else None
-    return requests, config, cost, until
 
 
 def fast_and_reference(requests, config, cost, until, cap=None):
@@ -72,7 +51,7 @@ def fast_and_reference(requests, config, cost, until, cap=None):
        batching=st.sampled_from(["orca", "orca", "orca", "sarathi", "greedy"]),
        cap=st.one_of(st.none(), st.integers(5, 60)))
 def test_partial_decodes_match_the_reference(seed, batching, cap):
-    fast_and_reference(*orca_overload(np.random.default_rng(seed), batching), cap=cap)
+    fast_and_reference(*overload_case(np.random.default_rng(seed), batching), cap=cap)
 
 
 def test_overloaded_orca_parks_many_decoders_and_matches_the_reference():

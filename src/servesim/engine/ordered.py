@@ -86,7 +86,7 @@ from servesim.engine.prediction_draws import draw, quantize
 from servesim.engine.priority import PriorityPreemption
 from servesim.engine.rank_queues import RankedQueue, SwapQueue
 from servesim.engine.rank_rule import RankRule
-from servesim.engine.ranked import Ranked, add_columns, piece_end
+from servesim.engine.ranked import Columns, Ranked, piece_end
 from servesim.engine.reference import ReferenceStepper, _Req
 from servesim.engine.state import EngineRun, Status
 from servesim.policies.batching import policy_class
@@ -362,7 +362,10 @@ class OrderedStepper(Ranked, PriorityPreemption, ReferenceStepper):
     def _result(self, t: float, reason: str) -> EngineRun:
         run = super()._result(t, reason)
         reqs = self.reqs
-        add_columns(run.requests, reqs, [r.pred0 for r in reqs], [r.bit for r in reqs])
+        cols = Columns(len(reqs))
+        for r in reqs:
+            cols.store(r)
+        cols.add_to(run.requests, [r.pred0 for r in reqs], [r.bit for r in reqs])
         return run
 
 def run_ordered(requests: Requests, config: EngineConfig, cost, ordering: Ordering | str |

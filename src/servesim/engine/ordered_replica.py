@@ -50,7 +50,7 @@ from servesim.engine.prediction_draws import draw, quantize
 from servesim.engine.priority import PriorityPreemption
 from servesim.engine.rank_queues import RankedPrefills, RankedQueue, SwapQueue
 from servesim.engine.rank_rule import RankRule
-from servesim.engine.ranked import Ranked, add_columns, piece_end
+from servesim.engine.ranked import Columns, Ranked, piece_end
 from servesim.engine.replica import _R, Replica
 from servesim.engine.state import EngineRun, Status
 from servesim.policies.ordering import FCFS, Aging, Ordering, Segment, SPRPTBounce
@@ -123,7 +123,7 @@ class OrderedReplica(Ranked, PriorityPreemption, Replica):
         self.has_bit = bit_predictor is not None
         self.draws = draw(requests, ordering, predictor, bit_predictor, seed)
         self.arrivals = requests.arrival_s.tolist()
-        self.entered: list[_OR] = []   # every request that arrived, for the records
+        self.columns = Columns(self.n)
         self.queue = RankedQueue(self._queue_key, front_victims=not ordering.preemptive)
         self.waiting = self.queue
         self.swapped = SwapQueue()
@@ -148,7 +148,6 @@ class OrderedReplica(Ranked, PriorityPreemption, Replica):
         r.pred = r.pred0 = d.pred0[i]
         r.bit, r.full = d.bit[i], d.full[i]
         r.arrival = r.enq_t = self.arrivals[i]
-        self.entered.append(r)
         return r
 
     # -- ranks ------------------------------------------------------------------------------
@@ -428,6 +427,10 @@ class OrderedReplica(Ranked, PriorityPreemption, Replica):
         return None
 
     # -- records --------------------------------------------------------------------------------
+    def _store(self, r: _OR) -> None:
+        super()._store(r)
+        self.columns.store(r)
+
     def _record_batch(self, plan) -> None:
         decoders = [self.running[k[-1]] for k in self.head][: plan.decode]
         self.batches.append([(r.id, "d", 1) for r in decoders] +
@@ -451,5 +454,5 @@ class OrderedReplica(Ranked, PriorityPreemption, Replica):
 
     def _result(self, t: float, reason: str) -> EngineRun:
         run = super()._result(t, reason)
-        add_columns(run.requests, self.entered, self.draws.pred0, self.draws.bit)
+        self.columns.add_to(run.requests, self.draws.pred0, self.draws.bit)
         return run

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -29,26 +28,31 @@ def piece_end(s: Segment, generated: int) -> float:
     return INF if s.until_age == INF else max(math.ceil(s.until_age), generated + 1)
 
 
-def add_columns(df: pd.DataFrame, reqs: Iterable[Any], pred0: list[float],
-                bit: list[float]) -> None:
-    """Add the ordered engines' per-request columns to the request table ``df``: the initial
-    prediction and the cheap bit of every request, and the counts and charges of ``reqs``, the
-    requests that entered the system (the others have none)."""
-    n = len(df)
-    prio, prio_recomputed = np.zeros(n, np.int64), np.zeros(n, np.int64)
-    expensive, pcost, pserver_s = np.zeros(n, bool), np.zeros(n), np.zeros(n)
-    for r in reqs:
+class Columns:
+    """The ordered engines' per-request record columns, filled as requests are stored (a
+    request that never entered the system keeps zeros)."""
+
+    def __init__(self, n: int) -> None:
+        self.prio, self.prio_recomputed = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        self.expensive = np.zeros(n, bool)
+        self.pcost, self.pserver_s = np.zeros(n), np.zeros(n)
+
+    def store(self, r: Any) -> None:
         i = r.id
-        prio[i], prio_recomputed[i] = r.prio, r.prio_recomputed
-        expensive[i] = r.full and r.considered
-        pcost[i], pserver_s[i] = r.pcost, r.pserver_s
-    df["predicted_tokens"] = np.array(pred0, dtype=np.float64)
-    df["priority_preemptions"] = prio
-    df["priority_recomputed_tokens"] = prio_recomputed
-    df["cheap_bit"] = np.array(bit, dtype=np.float64)
-    df["expensive_prediction"] = expensive
-    df["prediction_cost"] = pcost
-    df["prediction_server_s"] = pserver_s
+        self.prio[i], self.prio_recomputed[i] = r.prio, r.prio_recomputed
+        self.expensive[i] = r.full and r.considered
+        self.pcost[i], self.pserver_s[i] = r.pcost, r.pserver_s
+
+    def add_to(self, df: pd.DataFrame, pred0: list[float], bit: list[float]) -> None:
+        """Add the columns to the request table ``df``, with every request's initial
+        prediction and cheap bit."""
+        df["predicted_tokens"] = np.array(pred0, dtype=np.float64)
+        df["priority_preemptions"] = self.prio
+        df["priority_recomputed_tokens"] = self.prio_recomputed
+        df["cheap_bit"] = np.array(bit, dtype=np.float64)
+        df["expensive_prediction"] = self.expensive
+        df["prediction_cost"] = self.pcost
+        df["prediction_server_s"] = self.pserver_s
 
 
 class Ranked:
