@@ -259,7 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"benchmark wall time: {total:.0f} s; load average (1 min) {load_before[0]:.2f} before, "
         f"{os.getloadavg()[0]:.2f} after (wall times are best of runs)",
         f"predictions: lognormal, sigma {SIGMA:g}, from seed {SEED}'s predictor stream; "
-        "SPJF ranks by the prediction, TRAIL c=0 by predicted remaining (prediction - generated)",
+        "SPJF ranks by the prediction, TRAIL c=0 and SPRPT by predicted remaining (prediction - "
+        "generated); TRAIL c=0.5 reads TRAIL's bin predictor, refined every 16 tokens",
         "workload: Azure-conversation lengths (file order, looped), Llama-2-7B on A100-80GB "
         "roofline, KV from GPU memory at 0.9; Sarathi token_budget 512 at 0.9 of the theory's "
         f"λ*; vLLM token_budget 16384 at {VLLM_RATE_PER_S:g} req/s (its KV-bound capacity is "
