@@ -84,21 +84,17 @@ from servesim.engine.config import EngineConfig
 from servesim.engine.ordered_replica import OrderedReplica, fast_supported
 from servesim.engine.prediction_draws import draw, quantize
 from servesim.engine.priority import PriorityPreemption
-from servesim.engine.rank_queues import RankedQueue, SwapQueue
-from servesim.engine.rank_rule import RankRule
 from servesim.engine.ranked import Columns, Ranked, piece_end
 from servesim.engine.reference import ReferenceStepper, _Req
 from servesim.engine.state import EngineRun, Status
 from servesim.policies.batching import policy_class
 from servesim.policies.ordering import (
-    FCFS,
     Ordering,
     SPRPTBounce,
     make_ordering,
 )
-from servesim.policies.schedule import SkipPredictors, check_supported
+from servesim.policies.schedule import SkipPredictors
 from servesim.predictors import Predictor, make_predictor
-from servesim.predictors import Trail as TrailPredictor
 from servesim.workload.requests import Requests
 
 INF = math.inf
@@ -132,39 +128,19 @@ class OrderedStepper(Ranked, PriorityPreemption, ReferenceStepper):
                  record_batches: bool = False, max_preemptions: int | None = None,
                  bit_predictor: Predictor | None = None) -> None:
         super().__init__(requests, config, cost, record_batches)
-        check_supported(ordering, predictor, bit_predictor=bit_predictor)
-        self.order = ordering
-        self.rule = RankRule(ordering, max_preemptions)
-        self.aging = self.rule.aging
-        # Among running requests FCFS means admission order, as in the plain engine.
-        self.by_admission = isinstance(ordering, FCFS)
+        self._setup_ranks(ordering, predictor, bit_predictor, max_preemptions)
         self.rising = isinstance(self.rule.base, SPRPTBounce)
-        self.preemptive = ordering.preemptive
-        self.queue = RankedQueue(self._queue_key, front_victims=not ordering.preemptive)
-        self.waiting = self.queue
-        self.swapped = SwapQueue()
         self.running = _Running(self)
-        # Refining is only worth its events when the rank reads the prediction.
-        self.refiner = (predictor if isinstance(predictor, TrailPredictor)
-                        and ordering.uses == "prediction" else None)
-        self.costs = [(getattr(bit_predictor, "cost", None), "bit"),
-                      (getattr(predictor, "cost", None), "full")]
-        self._pending_s = 0.0   # server-time prediction work not yet run
         self._predict(requests, predictor, bit_predictor, seed)
         self._dirty = True
         self._dec: list[_Req] = []
         self._pre: list[_Req] = []
-        self._pcheck = False
         self._due: list[_Req] = []
-        self._now = 0.0
-        self.boosts: list[tuple[float, int, int]] = []   # (due time, request id, queue visit)
-        self.priority_scans = 0
 
     def _predict(self, requests: Requests, predictor: Predictor | None,
                  bit_predictor: Predictor | None, seed: int) -> None:
         d = draw(requests, self.order, predictor, bit_predictor, seed)
         self.stream, self.trail_state = d.stream, d.trail_state
-        self.has_bit = bit_predictor is not None
         for r, y, b, f in zip(self.reqs, d.pred0, d.bit, d.full, strict=True):
             r.bit, r.full, r.pred0, r.pred = b, f, y, y
             r.considered, r.pcost, r.pserver_s = False, 0.0, 0.0

@@ -48,15 +48,12 @@ from servesim.core.errors import ConfigError
 from servesim.engine.config import EngineConfig
 from servesim.engine.prediction_draws import draw, quantize
 from servesim.engine.priority import PriorityPreemption
-from servesim.engine.rank_queues import RankedPrefills, RankedQueue, SwapQueue
-from servesim.engine.rank_rule import RankRule
+from servesim.engine.rank_queues import RankedPrefills
 from servesim.engine.ranked import Columns, Ranked, piece_end
 from servesim.engine.replica import _R, Replica
 from servesim.engine.state import EngineRun, Status
-from servesim.policies.ordering import FCFS, Aging, Ordering, Segment, SPRPTBounce
-from servesim.policies.schedule import check_supported
+from servesim.policies.ordering import Aging, Ordering, Segment, SPRPTBounce
 from servesim.predictors import Predictor
-from servesim.predictors import Trail as TrailPredictor
 from servesim.workload.requests import Requests
 
 INF = math.inf
@@ -107,26 +104,13 @@ class OrderedReplica(Ranked, PriorityPreemption, Replica):
                  record_batches: bool = False, max_preemptions: int | None = None,
                  bit_predictor: Predictor | None = None) -> None:
         super().__init__(requests, config, cost, record_batches)
-        check_supported(ordering, predictor, bit_predictor=bit_predictor)
         if not fast_supported(ordering, predictor, bit_predictor):
             raise ConfigError("schedule.order", ordering.name, "an ordering whose ranks do not "
                               "rise with age (run it on the ordered stepper)")
-        self.order = ordering
-        self.rule = RankRule(ordering, max_preemptions)
-        self.aging = self.rule.aging
-        self.by_admission = isinstance(ordering, FCFS)
-        self.preemptive = ordering.preemptive
-        self.refiner = (predictor if isinstance(predictor, TrailPredictor)
-                        and ordering.uses == "prediction" else None)
-        self.costs = [(getattr(bit_predictor, "cost", None), "bit"),
-                      (getattr(predictor, "cost", None), "full")]
-        self.has_bit = bit_predictor is not None
+        self._setup_ranks(ordering, predictor, bit_predictor, max_preemptions)
         self.draws = draw(requests, ordering, predictor, bit_predictor, seed)
         self.arrivals = requests.arrival_s.tolist()
         self.columns = Columns(self.n)
-        self.queue = RankedQueue(self._queue_key, front_victims=not ordering.preemptive)
-        self.waiting = self.queue
-        self.swapped = SwapQueue()
         self.lists = {w: SortedList() for w in ("pf", "head", "tail")}
         self.victims = {w: SortedList() for w in ("pf", "head", "tail")}
         self.head, self.tail = self.lists["head"], self.lists["tail"]
@@ -135,12 +119,7 @@ class OrderedReplica(Ranked, PriorityPreemption, Replica):
         self.prefilling = self._prefilling.values()
         self.admissions = itertools.count()
         self.events: list[tuple[int, int, int, _OR]] = []   # (tick, seq, stamp, request)
-        self.boosts: list[tuple[float, int, int]] = []     # (due time, request id, visit)
-        self._pending_s = 0.0
-        self._pcheck = False
-        self._now = 0.0
         self._starting = False
-        self.priority_scans = 0
 
     def request_type(self, i: int, prompt: int, output: int) -> _OR:
         r = _OR(i, prompt, output)

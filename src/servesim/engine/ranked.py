@@ -17,7 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from servesim.policies.ordering import Segment
+from servesim.engine.rank_queues import RankedQueue, SwapQueue
+from servesim.engine.rank_rule import RankRule
+from servesim.policies.ordering import FCFS, Ordering, Segment
+from servesim.policies.schedule import check_supported
+from servesim.predictors import Predictor
+from servesim.predictors import Trail as TrailPredictor
 
 INF = math.inf
 
@@ -57,6 +62,32 @@ class Columns:
 
 class Ranked:
     """Rank keys, aging boosts and prediction charges, shared by the ordered engines."""
+
+    def _setup_ranks(self, ordering: Ordering, predictor: Predictor | None,
+                     bit_predictor: Predictor | None, max_preemptions: int | None) -> None:
+        """The state every ordered engine keeps: the rank rule, the queues, the refiner, the
+        prediction costs, and the pending boosts, charges and priority check."""
+        check_supported(ordering, predictor, bit_predictor=bit_predictor)
+        self.order = ordering
+        self.rule = RankRule(ordering, max_preemptions)
+        self.aging = self.rule.aging
+        # Among running requests FCFS means admission order, as in the plain engine.
+        self.by_admission = isinstance(ordering, FCFS)
+        self.preemptive = ordering.preemptive
+        # Refining is only worth its events when the rank reads the prediction.
+        self.refiner = (predictor if isinstance(predictor, TrailPredictor)
+                        and ordering.uses == "prediction" else None)
+        self.costs = [(getattr(bit_predictor, "cost", None), "bit"),
+                      (getattr(predictor, "cost", None), "full")]
+        self.has_bit = bit_predictor is not None
+        self.queue = RankedQueue(self._queue_key, front_victims=not ordering.preemptive)
+        self.waiting = self.queue
+        self.swapped = SwapQueue()
+        self.boosts: list[tuple[float, int, int]] = []   # (due time, request id, queue visit)
+        self._pending_s = 0.0   # server-time prediction work not yet run
+        self._pcheck = False
+        self._now = 0.0
+        self.priority_scans = 0
 
     def _segment(self, r: Any, generated: int) -> Segment:
         return self.rule.segment(boosted=r.boosted, output=r.output, pred=r.pred, pred0=r.pred0,
