@@ -151,6 +151,7 @@ def test_run_json_and_seed(tmp_path: Path) -> None:
     assert summary == json.loads((out / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_demo(tmp_path: Path) -> None:
     proc = servesim("demo", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -16,7 +16,8 @@ def cli(*args):
 
 
 def test_capacity_json_has_formulas_and_values():
-    out = cli("capacity", str(DEMO), "--json", "--set", "engine.max_batch_size=64")
+    out = cli("capacity", str(DEMO), "--json", "--set", "engine.max_batch_size=64",
+              "--set", "engine.batching=fastertransformer")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     # mu* = b_max / t(b_max) = 512 / (11.28 + 4 * 35.47) ms; lambda* = mu* / (129 + 112).
@@ -25,6 +26,17 @@ def test_capacity_json_has_formulas_and_values():
     assert "b_max / t(b_max)" in report["token_capacity"]["formula"]
     assert report["fastertransformer"]["request_capacity"]["value"] == pytest.approx(
         3 / (0.15316 + 112 * 0.04675))
+    assert report["batch_cap_region"]["operating_point"]["inside"] is True
+    assert report["skipped"]["static"] == "applies to batching = 'static' only"
+
+
+def test_capacity_of_the_sarathi_demo_skips_the_fastertransformer_cycle():
+    out = cli("capacity", str(DEMO), "--json", "--set", "engine.max_batch_size=64")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert "fastertransformer" not in report and report["batching"] == "sarathi"
+    assert report["skipped"]["fastertransformer"] == \
+        "applies to batching = 'fastertransformer' only"
     assert report["batch_cap_region"]["operating_point"]["inside"] is True
 
 

@@ -59,6 +59,7 @@ def test_batch_cap_region_calculator() -> None:
     assert not wc_saturated_region(s.cost, 8, 2).contains(*point)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("system", ["sarathi", "orca", "greedy"])
 def test_batch_cap_small_budget_stable_large_unstable(system: str) -> None:
     states = {}
@@ -90,17 +91,20 @@ def fig1_states() -> dict[tuple[str, float], str]:
     return states
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("load", [0.75, 0.85])
 def test_fig1_fastertransformer_unstable(fig1_states: dict, load: float) -> None:
     assert fig1_states[("fastertransformer", load)] == "unstable"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("system", ["orca", "sarathi"])
 @pytest.mark.parametrize("load", [0.75, 0.85])
 def test_fig1_work_conserving_stable(fig1_states: dict, system: str, load: float) -> None:
     assert fig1_states[(system, load)] == "stable"
 
 
+@pytest.mark.slow
 def test_fig1_vllm(fig1_states: dict) -> None:
     assert fig1_states[("vllm", 0.85)] == "unstable"
     # At 0.75 lambda* vLLM is stable but holds ~500-650 requests after a long climb; 300 s runs
@@ -111,6 +115,7 @@ def test_fig1_vllm(fig1_states: dict) -> None:
 # -- (c) the Theorem 2 slope table ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_theorem2_slope_table() -> None:
     """Theorem 2 boundary (reference table): Sarathi, b_max = 512, (100, 100) tokens, 120 s. The
     fluid slope max(0, lambda (m_p + m_d) - mu*) = 0, 0.3343 and 0.6686 tokens/ms at 0.9, 1.1 and

@@ -39,6 +39,7 @@ def example():
     return module
 
 
+@pytest.mark.slow
 def test_wait_sarathi_vllm_order_of_empirical_lambda_star(example):
     frame = example.lambda_stars(seeds=range(4), horizon_s=120.0, lo=14.0, hi=24.0,
                                  iterations=5).set_index("policy")

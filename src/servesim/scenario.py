@@ -23,14 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from servesim.core.errors import ConfigError
-from servesim.core.fields import check_keys, integer, number, table
+from servesim.core.errors import ConfigError, file_error
+from servesim.core.fields import check_keys, integer, number, seconds, table
 from servesim.core.tomlfile import read_toml
 from servesim.engine.config import WAIT_SYSTEMS, EngineConfig, KVConfig, WaitConfig
 from servesim.engine.cost import CostModel, Roofline, make_cost_model
 from servesim.engine.hardware import ModelSpec, gpu_preset, kv_capacity_blocks, model_preset
 from servesim.policies.schedule import ScheduleConfig, parse_schedule
+from servesim.scenario_checks import check_across_sections
 from servesim.workload.build import Workload, build_workload
+from servesim.workload.source import check_run_size
 
 __all__ = [
     "RunConfig",
@@ -53,6 +55,7 @@ KV_KEYS = ("block_tokens", "blocks", "watermark", "preemption", "victim", "host_
 KV_DERIVE_KEYS = ("gpu_memory_utilization", "model", "gpu", "num_gpus")
 SLO_KEYS = ("ttft_s", "tpot_s", "e2e_s")
 
+TABLES = "[run], [workload] and [engine] tables"
 DEFAULT_COST: Mapping[str, Any] = {"kind": "staircase"}
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 
@@ -95,16 +98,15 @@ class RunConfig:
         if self.requests is not None:
             set_(self, "requests", integer(self.requests, "run.requests", low=1))
         else:
-            set_(self, "horizon_s", number(self.horizon_s, "run.horizon_s", low=0, low_open=True))
-        set_(self, "warmup_s", number(self.warmup_s, "run.warmup_s", low=0))
+            set_(self, "horizon_s", seconds(self.horizon_s, "run.horizon_s"))
+        set_(self, "warmup_s", seconds(self.warmup_s, "run.warmup_s", allow_zero=True))
         if self.max_in_system is not None:
             set_(self, "max_in_system", integer(self.max_in_system, "run.max_in_system", low=1))
         if self.max_time_s is not None:
             if self.horizon_s is not None:
                 raise ConfigError("run.max_time_s", self.max_time_s,
                                   "nothing here: run.horizon_s already ends the run")
-            set_(self, "max_time_s",
-                 number(self.max_time_s, "run.max_time_s", low=0, low_open=True))
+            set_(self, "max_time_s", seconds(self.max_time_s, "run.max_time_s"))
         end = self.horizon_s if self.horizon_s is not None else self.max_time_s
         if end is not None and self.warmup_s >= end:
             raise ConfigError("run.warmup_s", self.warmup_s,
@@ -136,8 +138,7 @@ class SLOConfig:
         for name in SLO_KEYS:
             value = getattr(self, name)
             if value is not None:
-                object.__setattr__(self, name,
-                                   number(value, f"slo.{name}", low=0, low_open=True))
+                object.__setattr__(self, name, seconds(value, f"slo.{name}"))
 
     @property
     def empty(self) -> bool:
@@ -207,6 +208,8 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
     """
     path = Path(path)
     raw = read_toml(path, "scenario")
+    if not raw:
+        raise file_error(str(path), f"the scenario file is empty; expected {TABLES}")
     return scenario_from_dict(apply_overrides(raw, overrides), base_dir=path.resolve().parent)
 
 
@@ -219,20 +222,22 @@ def scenario_from_dict(source: Mapping[str, Any], base_dir: Path | None = None) 
     closest valid name), a wrong type, an out-of-range value or a missing required value.
     """
     source = copy.deepcopy(dict(table(source, "scenario")))
+    if not source:
+        raise ConfigError("scenario", source, f"{TABLES} (the scenario is empty)")
     check_keys(source, "", SECTIONS)
     run = _run(source.get("run", {}))
     if "workload" not in source:
         raise ConfigError("workload", None, "a [workload] section (the field is required)")
     workload = build_workload(source["workload"], "workload", base_dir)
+    check_run_size(run, workload)   # records that cannot fit in memory: refused before any run
     engine_spec = table(source.get("engine", {}), "engine")
     cost = make_cost_model(engine_spec.get("cost", DEFAULT_COST), "engine.cost", base_dir)
     engine = _engine(engine_spec, cost)
+    check_across_sections(run, workload, engine)
     slo = _slo(source.get("slo", {}))
     schedule = parse_schedule(source.get("schedule", {}))
     return Scenario(run=run, workload=workload, engine=engine, cost=cost, slo=slo,
                     source=source, base_dir=base_dir, schedule=schedule)
-
-
 
 
 def _run(spec: Any) -> RunConfig:

@@ -33,6 +33,7 @@ def test_virtual_station_flags_exit_priority_only(rs):
     assert good.virtual.stations == () and good.virtual.stable
 
 
+@pytest.mark.slow
 def test_rybko_stolyar_exit_priority_diverges(rs):
     """N(t) slope CI over seeds lies above 0, the windowed completion ratio is < 1 - eps, and
     the peaks of N(t) grow (envelope test): verdict unstable. Each engine idles while the
@@ -46,6 +47,7 @@ def test_rybko_stolyar_exit_priority_diverges(rs):
     assert set(st.stop_reasons) == {"time"}
 
 
+@pytest.mark.slow
 def test_rybko_stolyar_entry_priority_is_stable(rs):
     st = study_network(rs["entry"], SEEDS, horizon_s=400.0)
     v = st.verdict
@@ -99,6 +101,7 @@ def assert_class_rates(study, second_moment=None):
         assert half / lam < 0.06
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["network_agent_dag", "network_fork_join"])
 def test_dag_and_fork_join_at_rho_09_are_stable(examples_dir, name):
     """max_j rho_j = 0.9 with work-conserving engines: stable, and per engine pool the
@@ -118,6 +121,7 @@ def test_dag_and_fork_join_at_rho_09_are_stable(examples_dir, name):
     assert (st.workflows["failed"] == 0).all()
 
 
+@pytest.mark.slow
 def test_cyclic_review_loop_behind_least_kv_router(examples_dir):
     """Markov loop review -> draft (p = 0.4): lambda_draft = lambda_review = 3 / 0.6 = 5 /s.
     Visits per task G ~ Geometric(0.6) on {1, 2, ...}: E[G] = 1/0.6, E[G^2] = 1.4 / 0.36, so

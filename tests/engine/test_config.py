@@ -48,7 +48,9 @@ def test_suggestions():
 
 def test_impossible_capacity():
     # 10 blocks of 16 tokens cannot hold one request of 1000 tokens.
-    with pytest.raises(ConfigError, match="engine.kv.blocks: got 10, expected at least 63"):
+    with pytest.raises(ConfigError, match=r"engine.kv.blocks: got 10 \(160 tokens\), expected "
+                       r"enough for one request \(at least 63 blocks for a request of "
+                       "max_model_len = 1000 tokens"):
         EngineConfig(max_model_len=1000, kv=KVConfig(blocks=10))
 
 

@@ -14,6 +14,7 @@ from servesim.core.errors import ConfigError, TraceError
 from servesim.engine import cost
 from servesim.engine.cost import (
     Affine,
+    Constant,
     CostModel,
     Fitted,
     PiecewiseLinear,
@@ -35,6 +36,7 @@ def every_model() -> list[CostModel]:
     return [
         Staircase(),
         PiecewiseLinear(10 * MS, 0.1 * MS, 256),
+        Constant(20 * MS),
         Affine(5 * MS, 0.01 * MS, 0.02 * MS),
         Roofline(LLAMA_2_7B, A100),
         Roofline(MODEL_PRESETS["llama-2-70b"], GPU_PRESETS["h100-80gb"], num_gpus=4),
@@ -44,10 +46,12 @@ def every_model() -> list[CostModel]:
 
 def test_public_surface() -> None:
     assert set(cost.__all__) == {
-        "COST_MODELS", "PROFILE_COLUMNS", "Affine", "CostModel", "Fitted", "PiecewiseLinear",
-        "Roofline", "Staircase", "batch_time_s", "fit_profile", "fit_rows", "make_cost_model",
+        "COST_MODELS", "PROFILE_COLUMNS", "Affine", "Constant", "CostModel", "Fitted",
+        "PiecewiseLinear", "Roofline", "Staircase", "batch_time_s", "fit_profile", "fit_rows",
+        "make_cost_model",
     }
-    assert set(cost.COST_MODELS) == {"staircase", "piecewise", "affine", "roofline", "fitted"}
+    assert set(cost.COST_MODELS) == {"staircase", "piecewise", "constant", "affine", "roofline",
+                                     "fitted"}
 
 
 @pytest.mark.parametrize("model", every_model(), ids=lambda m: type(m).__name__)
@@ -417,3 +421,48 @@ def test_columns_in_any_order(tmp_path: Path) -> None:
     path = write_profile(tmp_path / "p.csv", rows,
                          header="seconds,context_tokens,decode_tokens,prefill_tokens")
     assert fit_profile(path).prefill_s == pytest.approx(TRUE[1], rel=1e-6)
+
+
+# -- the constant kind ---------------------------------------------------------------------------
+
+
+def test_constant_cost_from_its_table_ignores_the_batch() -> None:
+    model = make_cost_model({"kind": "constant", "iteration_ms": 20})
+    assert isinstance(model, Constant) and not model.uses_context
+    assert model.describe() == {"kind": "constant", "iteration_ms": 20.0}
+    assert model.iteration_s(1, 0, 0) == model.iteration_s(300, 40, 10_000) == 0.02
+    durations = model.iteration_s(np.array([0, 5]), np.array([3, 0]), np.array([7, 9]))
+    assert durations.tolist() == [0.02, 0.02]
+    with pytest.raises(ConfigError, match="engine.cost.iteration_ms"):
+        make_cost_model({"kind": "constant"})
+    with pytest.raises(ConfigError, match="did you mean 'iteration_ms'"):
+        make_cost_model({"kind": "constant", "iteration_m": 20})
+
+
+def test_constant_cost_capacity_is_exact() -> None:
+    from servesim.theory.capacity import fastertransformer_cycle_capacity, token_capacity
+
+    model = Constant(0.02)
+    mu = token_capacity(model, 256)
+    assert mu.exact and mu.value == 256 / 0.02
+    # k = floor(256 / 100) = 2 requests per cycle of one prefill and 10 decode iterations.
+    cycle = fastertransformer_cycle_capacity(model, 256, 100, 10)
+    assert cycle.cycle_s.value == pytest.approx(11 * 0.02)
+    assert cycle.request_capacity.value == pytest.approx(2 / (11 * 0.02))
+
+
+def test_a_run_with_constant_cost_spaces_tokens_by_the_iteration_time() -> None:
+    from servesim.api import simulate
+    from servesim.scenario import scenario_from_dict
+
+    table = {"run": {"requests": 20},
+             "workload": {"arrival": {"kind": "poisson", "rate_per_s": 2.0},
+                          "prompt_tokens": {"kind": "deterministic", "value": 50},
+                          "output_tokens": {"kind": "deterministic", "value": 8}},
+             "engine": {"batching": "sarathi", "token_budget": 256,
+                        "cost": {"kind": "constant", "iteration_ms": 20}}}
+    result = simulate(scenario_from_dict(table))
+    assert result.summary["completed"] == 20
+    assert np.allclose(result.iterations["duration_s"], 0.02)
+    # Every decoder takes a token each iteration under Sarathi, so tokens are 20 ms apart.
+    assert np.allclose(result.requests["tpot_s"], 0.02)

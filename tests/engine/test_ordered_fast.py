@@ -143,6 +143,7 @@ def _runs_fast(case) -> bool:
 # -- random scenarios over every system --------------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), system=st.sampled_from(SYSTEMS),
        pair=st.sampled_from(SUPPORTED), cap=st.one_of(st.none(), st.integers(1, 30)),
@@ -160,6 +161,7 @@ def test_fast_equals_reference(seed, system, pair, cap, max_preemptions):
                        max_preemptions=max_preemptions)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), system=st.sampled_from(SYSTEMS),
        case=st.sampled_from(EXTENDED), cap=st.one_of(st.none(), st.integers(1, 30)),
@@ -213,6 +215,7 @@ class _Counting(OrderedStepper):
         super()._record(t, dur, prefill, decode, chunks, demand)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1),
        batching=st.sampled_from(["orca", "orca", "sarathi", "sarathi", "greedy"]),

@@ -104,7 +104,9 @@ def test_until_stops_the_clock():
     res = run_engine(reqs, make_config("sarathi"), Staircase(), until_s=1.0)
     assert res.stopped_early
     assert res.iterations.start_s.max() < 1.0
-    assert list(res.requests.status) == ["running", "finished", "pending"]
+    # The request due at 10 s had not arrived when the run stopped: it is not in the records,
+    # and the run still counts as stopped early.
+    assert list(res.requests.status) == ["running", "finished"]
 
 
 @pytest.mark.parametrize("stepper", ["fast", "reference"])

@@ -83,3 +83,9 @@ def assert_same_results(a: Path, b: Path) -> None:
 @pytest.fixture
 def same_results() -> Callable[[Path, Path], None]:
     return assert_same_results
+
+
+@pytest.fixture
+def results_of() -> Callable[[Path], dict[str, pd.DataFrame]]:
+    """``comparable``: a sweep folder's catalogue and tables without wall-clock columns."""
+    return comparable

@@ -22,7 +22,8 @@ from servesim.experiments import store
 from servesim.experiments.execute import run_sweep
 from servesim.experiments.store import CATALOG, SWEEP_FILE, finished_ids, query
 from servesim.experiments.sweep import MAX_POINTS, load_sweep, sweep_from_dict
-from servesim.report.data import latency_by_load, load_report_data
+from servesim.report.data import load_report_data
+from servesim.report.stats import STOPPED_EARLY, latency_by_load, truncation
 
 SHORT = '\n[sweep.set]\n"run.horizon_s" = {horizon}\n'
 
@@ -262,12 +263,15 @@ def test_point_ids_follow_the_files_a_scenario_names(tmp_path: Path) -> None:
     assert len(after) == 2 and not set(before) & set(after)
 
 
-def test_latency_leaves_out_runs_stopped_by_max_in_system() -> None:
+def test_latency_marks_runs_stopped_by_max_in_system() -> None:
+    """A load where a seed was stopped by run.max_in_system is kept, marked truncated."""
     points = pd.DataFrame({"label": ["orca"] * 3, "load": [1.2] * 3,
-                           "e2e_mean_s": [2.0, 4.0, 100.0],
-                           "stop_reason": ["horizon", "horizon", "max_in_system"]})
-    table = latency_by_load(points, "load", "e2e_mean_s")
-    assert list(table["n"]) == [2] and list(table["mean"]) == [3.0]
+                           "e2e_mean_s": [2.0, 4.0, 100.0], "arrived": [50] * 3,
+                           "completed": [50] * 3, "end_s": [20.0] * 3,
+                           "stop_reason": ["time", "time", "max_in_system"]})
+    cut = truncation(points, "load", pd.DataFrame(columns=["label", "x", "state"]))
+    table = latency_by_load(points, "load", "e2e_mean_s", cut)
+    assert list(table["n"]) == [3] and list(table["reason"]) == [STOPPED_EARLY]
 
 
 # -- 8. workers of a killed sweep ----------------------------------------------------------------

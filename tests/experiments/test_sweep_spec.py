@@ -79,7 +79,7 @@ def test_point_count_is_the_product(tmp_path_factory, budgets, policies, seeds) 
     ('"engine.batching" = ["sarathy"]', "engine.batching", "did you mean 'sarathi'"),
     ('"engin.token_budget" = [256]', "engin", "did you mean 'engine'"),
     ('"engine.token_budget" = 256', "grid.engine.token_budget", "a non-empty list"),
-    ('"run.horizon_s" = [-1.0]', "run.horizon_s", "a number > 0"),
+    ('"run.horizon_s" = [-1.0]', "run.horizon_s", "> 0"),
 ])
 def test_bad_sweep_file_is_one_line_exit_2(make_sweep, tmp_path: Path, capsys, extra_grid: str,
                                            field: str, hint: str) -> None:

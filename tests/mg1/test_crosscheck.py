@@ -10,8 +10,8 @@ g(x, y) = e^{-x} e^{-y/x} / x. Table 1 gives E[T] from the closed forms:
     SRPT  lambda [int_0^x t^2 f + x^2 (1 - F(x))] / (2 (1 - rho(x))^2) + int_0^x dt / (1 - rho(t))
 integrated over g (see docs/predictions.md for the notation).
 
-CI method: independent replications. Each replication (its own seed) simulates 20,000 jobs from
-an empty system and averages the response times of jobs 2,001..20,000 (the warm-up is many
+CI method: independent replications. Each replication (its own seed) simulates 10,000 jobs from
+an empty system and averages the response times of jobs 1,001..10,000 (the warm-up is many
 relaxation times at rho = 0.8); the 99% interval is t-based over 10 replications. The published
 value must lie inside it.
 """
@@ -21,6 +21,8 @@ from mg1_stats import ci, exp_sizes, replication_means
 
 from servesim.policies.ordering import make_ordering
 from servesim.predictors import make_predictor
+
+pytestmark = pytest.mark.slow  # replications for a CI: seconds per test
 
 TABLE_1 = {  # policy: (E[T] at lambda = 0.5, at lambda = 0.8)
     "fcfs": (2.000, 5.000),
@@ -37,7 +39,7 @@ TABLE_1 = {  # policy: (E[T] at lambda = 0.5, at lambda = 0.8)
 def test_simulation_agrees_with_table_1(policy, load_index, rate):
     ordering = make_ordering(policy)
     predictor = make_predictor({"kind": "exponential"}) if ordering.uses == "prediction" else None
-    means = replication_means(ordering, rate, exp_sizes, predictor=predictor, n_jobs=20_000,
-                              warmup=2_000, replications=10, seed0=1000)
+    means = replication_means(ordering, rate, exp_sizes, predictor=predictor, n_jobs=10_000,
+                              warmup=1_000, replications=10, seed0=1000)
     lo, hi = ci(means)
     assert lo <= TABLE_1[policy][load_index] <= hi, (lo, TABLE_1[policy][load_index], hi)

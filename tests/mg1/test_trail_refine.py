@@ -125,6 +125,7 @@ def test_a_non_preemptive_ordering_is_not_refined():
     np.testing.assert_array_equal(a.finish_s, b.finish_s)
 
 
+@pytest.mark.slow
 def test_refined_trail_is_no_worse_than_unrefined():
     """Paired seeds (same arrivals, sizes and initial predictions), TRAIL c = 0.8, exact bin
     classifier with fine bins, lognormal sizes (mean 40, cv 2) at load 0.8, 10 replications of

@@ -28,8 +28,10 @@ from servesim.workload.arrivals import Poisson
 from servesim.workload.distributions import Deterministic, Geometric
 from servesim.workload.requests import Requests
 
+pytestmark = pytest.mark.slow  # replications for a CI: seconds per test
+
 A_S, C_S = 1e-3, 1e-7        # seconds per token, fixed seconds per iteration
-N, WARMUP, REPLICATIONS = 20_000, 2_000, 10
+N, WARMUP, REPLICATIONS = 10_000, 1_000, 10
 
 
 def service_moments(prompt):
@@ -47,7 +49,7 @@ def pk_mean_response(rate, prompt):
 
 
 def replication_means(rate, prompt, seed0):
-    config = EngineConfig(batching="vllm", token_budget=1 << 30, max_batch_size=1)
+    config = EngineConfig(batching="vllm", token_budget=1 << 20, max_batch_size=1)  # > any prompt
     cost = PiecewiseLinear(c_s=C_S, a_s=A_S, b0=0)
     means = []
     for r in range(REPLICATIONS):

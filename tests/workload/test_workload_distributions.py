@@ -150,7 +150,7 @@ def test_empirical_from_file(tmp_path):
 def test_empirical_from_file_bad_cell_names_line(tmp_path):
     path = tmp_path / "lengths.csv"
     path.write_text("id,out\n1,5\n2,x\n")
-    with pytest.raises(TraceError, match=r":3: column 'out': got 'x', expected an integer >= 1"):
+    with pytest.raises(TraceError, match=r":3:2: column 'out': got 'x', expected an integer >= 1"):
         Empirical.from_file(path, "out")
 
 
@@ -225,3 +225,20 @@ def test_any_valid_distribution_samples_integers_at_least_one(dist, seed):
     assert np.all(x >= 1)
     assert dist.mean >= 1
     assert dist.variance >= 0
+
+
+@pytest.mark.parametrize("dist,support", [
+    (Deterministic(7), (7, 7)),
+    (UniformInt(3, 9), (3, 9)),
+    (Geometric(1.0), (1, 1)),
+    (Geometric(5.0), (1, None)),
+    (Poisson(1.0), (1, 1)),
+    (Poisson(4.0), (1, None)),
+    (LogNormal(100.0, 1.0), (1, None)),
+    (Empirical((4, 2, 9)), (2, 9)),
+])
+def test_support_bounds_every_draw(dist, support) -> None:
+    assert dist.support == support
+    low, high = support
+    draws = dist.sample(np.random.default_rng(0), 2000)
+    assert draws.min() >= low and (high is None or draws.max() <= high)

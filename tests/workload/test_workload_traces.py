@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +85,10 @@ def test_azure_malformed_row_names_line_column_and_cell(tmp_path, row, column, c
                  + row + "\n")
     err = trace_error(read_azure, path)
     assert err.line == 4  # header 1, good row 2, blank 3, bad row 4
-    assert str(err).startswith(f"{path}:4: column {column!r}: got {cell!r}, expected {expected}")
+    at = AZURE_HEADER.strip().split(",").index(column) + 1  # the CSV field, 1-based
+    assert err.column == at
+    assert str(err).startswith(f"{path}:4:{at}: column {column!r}: got {cell!r}, "
+                               f"expected {expected}")
 
 
 def test_short_row_is_a_missing_column(tmp_path):
@@ -122,14 +124,17 @@ def test_missing_file_is_a_config_error_on_the_path_field(tmp_path):
     assert info.value.field == "workload.trace.path"
 
 
-def test_reading_20k_rows_is_fast(tmp_path):
+def test_reading_20k_rows_keeps_every_row(tmp_path):
+    # Reading speed is measured by benchmarks/bench_traces.py, not here.
     lines = [f"2023-11-16 18:{i // 600 % 60:02d}:{i // 10 % 60:02d}.{i % 10}000000,{i % 900 + 1},"
              f"{i % 300 + 1}\n" for i in range(20_000)]
     path = write(tmp_path, "big.csv", AZURE_HEADER + "".join(lines))
-    start = time.perf_counter()
     rows = read_azure(path)
-    assert time.perf_counter() - start < 0.5
     assert len(rows) == 20_000
+    assert rows.prompt_tokens.tolist() == [i % 900 + 1 for i in range(20_000)]
+    assert rows.output_tokens.tolist() == [i % 300 + 1 for i in range(20_000)]
+    # Timestamps are 0.1 s apart (20,000 rows span 2000 s, within the hour).
+    np.testing.assert_allclose(np.diff(rows.arrival_s), 0.1, atol=1e-9)
 
 
 # -- Mooncake ----------------------------------------------------------------------------------
@@ -162,7 +167,7 @@ def test_mooncake_malformed_rows(tmp_path, bad, fragment):
     path = write(tmp_path, "m.jsonl", mooncake_line(0, 1, 1) + mooncake_line(1, 1, 1) + bad)
     err = trace_error(read_mooncake, path)
     assert err.line == 3
-    assert str(err).startswith(f"{path}:3: ")
+    assert str(err).startswith(f"{path}:3:")
     assert fragment in str(err)
 
 

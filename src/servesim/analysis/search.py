@@ -16,33 +16,39 @@ Rules (also in ``docs/stability.md``, "Empirical lambda*"):
   (``inconclusive="unstable"``), so ``lo`` is always a rate with positive evidence of
   stability (or the starting ``lo``): a conservative lower bound on lambda*.
 
-``lambda_star_interval`` bisects each seed alone, judging one run by the trend of its number
-in system (``batch_means_slope``), and gives a t-interval for the mean per-seed boundary: the
-rate at which one run of the horizon starts to show growth, an upper estimate of lambda*.
+``lambda_star_interval`` (in ``interval.py``, re-exported here) bisects each seed alone and
+gives a t-interval for the mean per-seed boundary, an upper estimate of lambda*.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from servesim.analysis.stability import (
-    COMPLETION_EPS,
-    batch_means_slope,
-    fluid_slope,
-    slope_ci,
-    verdict,
+from servesim.analysis.interval import (
+    SEED_BATCHES,
+    SEED_CONFIDENCE,
+    LambdaInterval,
+    bisect,
+    lambda_star_interval,
+    rate_scenario,
+    search_args,
 )
-from servesim.analysis.study import measure, timed_table
+from servesim.analysis.interval import seed_state as _seed_state  # noqa: F401 (its old home)
+from servesim.analysis.stability import COMPLETION_EPS, fluid_slope, verdict
+from servesim.analysis.study import measure
 from servesim.core.errors import ConfigError
+from servesim.core.progress import Progress, part
 from servesim.scenario import scenario_from_dict, set_field
 
 __all__ = [
+    "SEED_BATCHES",
+    "SEED_CONFIDENCE",
     "LambdaInterval",
     "LambdaSearch",
     "Probe",
@@ -53,12 +59,6 @@ __all__ = [
 ]
 
 _STATES = ("stable", "unstable")
-
-SEED_BATCHES = 5
-"""Batches k of the per-seed trend test (``batch_means_slope``): blocks of H/10 seconds."""
-
-SEED_CONFIDENCE = 0.99
-"""One-sided level of the per-seed trend test: a false "unstable" has probability about 1%."""
 
 
 @dataclass(frozen=True)
@@ -133,76 +133,11 @@ class LambdaSearch:
         return pd.DataFrame([vars(p) for p in self.probes])
 
 
-@dataclass(frozen=True)
-class LambdaInterval:
-    """A confidence interval for the mean per-seed boundary, from per-seed bisections.
-
-    Each seed is bisected with its own single-run trend test (``lambda_star_interval``); the
-    interval covers E[x_s], the rate at which one run of the horizon starts to show growth,
-    which lies above lambda* by the smallest growth such a run detects.
-
-    Attributes:
-        per_seed: each seed's boundary x_s, the midpoint of its final bracket, req/s.
-        mean: their mean, req/s.
-        lo, hi: mean -/+ t_(n-1, (1+confidence)/2) * sd/sqrt(n) -/+ resolution/2, req/s,
-            clipped to the searched range; with one seed (or no spread) only the resolution is
-            left.
-        confidence: the level of the t-interval.
-        resolution: the per-seed bracket width, (hi0 - lo0) / 2**iterations, req/s.
-        seed_confidence: the one-sided level of the per-seed trend test.
-        batches: the batch means of that test.
-    """
-
-    per_seed: list[float]
-    mean: float
-    lo: float
-    hi: float
-    confidence: float
-    resolution: float
-    seed_confidence: float = SEED_CONFIDENCE
-    batches: int = SEED_BATCHES
-
-    def contains(self, rate: float) -> bool:
-        """True iff lo <= rate <= hi."""
-        return self.lo <= rate <= self.hi
-
-
-def _auto_cap(rate: float, horizon_s: float) -> int:
-    # Half of all expected arrivals in the system at once (+100 for small runs): far above the
-    # number in system of any stable run, reached early by strongly overloaded ones.
-    return int(math.ceil(0.5 * rate * horizon_s)) + 100
-
-
-def _rate_scenario(table: Mapping[str, Any], rate_field: str, rate: float, horizon_s: float,
-                   max_in_system: int | str | None) -> Any:
-    """The scenario of ``table`` at ``rate`` over ``horizon_s``, with the run's cap on the
-    number in system set as ``max_in_system`` says ("auto", an integer, or None to keep)."""
-    t, _ = timed_table(table, rate_field, rate, horizon_s)
-    if max_in_system == "auto":
-        t["run"]["max_in_system"] = _auto_cap(rate, horizon_s)
-    elif max_in_system is not None:
-        t["run"]["max_in_system"] = int(max_in_system)
-    return scenario_from_dict(t)
-
-
-def _bisect(lo: float, hi: float, iterations: int,
-            is_stable: Callable[[int, float], bool]) -> tuple[float, float]:
-    """The final bracket after ``iterations`` halvings of [lo, hi]: a stable midpoint (by
-    ``is_stable(step, mid)``) raises the lower end, any other lowers the upper end."""
-    a, b = float(lo), float(hi)
-    for step in range(iterations):
-        mid = (a + b) / 2
-        if is_stable(step, mid):
-            a = mid
-        else:
-            b = mid
-    return a, b
-
-
 def probe_rate(table: Mapping[str, Any], rate: float, *, seeds: Sequence[int],
                horizon_s: float, rate_field: str = "workload.arrival.rate_per_s",
                max_in_system: int | str | None = "auto", confidence: float = 0.99,
-               eps: float = COMPLETION_EPS, use_fluid: bool = True) -> Probe:
+               eps: float = COMPLETION_EPS, use_fluid: bool = True,
+               progress: Progress | None = None) -> Probe:
     """Verdict of the scenario ``table`` at arrival rate ``rate`` (``step`` = 0 in the result).
 
     A deep copy of the table gets ``rate_field`` = rate, ``run.horizon_s`` = horizon_s (removing
@@ -211,14 +146,14 @@ def probe_rate(table: Mapping[str, Any], rate: float, *, seeds: Sequence[int],
     any seed stops with ``stop_reason == "max_in_system"`` the state is "unstable". Otherwise the
     verdict combines the W(t) slopes, the pooled completion ratio over [H/2, H] and, with
     ``use_fluid``, the fluid slope max(0, rate (m_p + m_d) - mu*) (valid for every policy: no
-    policy sustains more than lambda*), as in ``study``.
+    policy sustains more than lambda*), as in ``study``. ``progress`` counts runs, one per seed.
     """
     from servesim.theory import scenario_capacity
 
     if not horizon_s > 0:
         raise ConfigError("horizon_s", horizon_s, "a positive number of seconds")
-    scenario = _rate_scenario(table, rate_field, rate, horizon_s, max_in_system)
-    got = measure(scenario, seeds, horizon_s)
+    scenario = rate_scenario(table, rate_field, rate, horizon_s, max_in_system)
+    got = measure(scenario, seeds, horizon_s, progress)
     if got.stopped:
         cap = scenario.run.max_in_system
         return Probe(0, float(rate), "unstable", "unstable", got.stopped, math.nan, math.nan,
@@ -247,7 +182,8 @@ def empirical_lambda_star(table: Mapping[str, Any], *, seeds: Sequence[int] | It
                           max_in_system: int | str | None = "auto",
                           inconclusive: str = "unstable", check_ends: bool = False,
                           use_fluid: bool = True, interval: bool = False,
-                          interval_confidence: float = 0.95) -> LambdaSearch:
+                          interval_confidence: float = 0.95,
+                          progress: Progress | None = None) -> LambdaSearch:
     """Bisect the arrival rate for the empirical lambda* of the scenario ``table``.
 
     Start from [lo, hi] (lo expected stable, hi unstable). For ``iterations`` steps, probe
@@ -260,14 +196,15 @@ def empirical_lambda_star(table: Mapping[str, Any], *, seeds: Sequence[int] | It
     its first midpoint) is returned for comparison. With ``interval`` the result also carries
     ``lambda_star_interval`` over the same seeds, range and iterations (at
     ``interval_confidence``; its per-seed test does not read ``eps``), which doubles the number
-    of runs.
+    of runs. ``progress`` counts runs, known up front: seeds x (iterations, twice with
+    ``interval``, plus 2 with ``check_ends``), e.g. "bisection 3/6 at 13.2 req/s, seed 2/8".
 
     Raises ConfigError for lo >= hi, lo < 0, iterations < 1, no seeds or an unknown
     ``inconclusive``.
     """
     from servesim.theory import scenario_capacity
 
-    seeds = _search_args(seeds, lo, hi, iterations)
+    seeds = search_args(seeds, lo, hi, iterations)
     if inconclusive not in _STATES:
         raise ConfigError("inconclusive", inconclusive, "'stable' or 'unstable'")
     kw = dict(seeds=seeds, horizon_s=horizon_s, rate_field=rate_field,
@@ -276,100 +213,45 @@ def empirical_lambda_star(table: Mapping[str, Any], *, seeds: Sequence[int] | It
     def counted(p: Probe) -> str:
         return p.state if p.state in _STATES else inconclusive
 
+    n, ends = len(seeds), 2 if check_ends else 0
+    total = _runs(n, iterations, interval, check_ends)
+
+    def at(unit: int, rate: float, label: str) -> Probe:
+        where = part(progress, unit * n, n, total, f"{label} at {rate:.4g} req/s, ")
+        return probe_rate(table, rate, progress=where, **kw)
+
     probes: list[Probe] = []
     ends_ok = None
     if check_ends:
-        p_lo = probe_rate(table, lo, **kw)
-        p_hi = probe_rate(table, hi, **kw)
+        p_lo, p_hi = at(0, lo, "starting lo"), at(1, hi, "starting hi")
         probes += [_with_step(p_lo, -2, counted(p_lo)), _with_step(p_hi, -1, counted(p_hi))]
         ends_ok = p_lo.state == "stable" and p_hi.state == "unstable"
 
     def probe(step: int, mid: float) -> bool:
-        p = probe_rate(table, mid, **kw)
+        p = at(ends + step, mid, f"bisection {step + 1}/{iterations}")
         probes.append(_with_step(p, step, counted(p)))
         return counted(p) == "stable"
 
-    a, b = _bisect(lo, hi, iterations, probe)
+    a, b = bisect(lo, hi, iterations, probe)
     t = copy.deepcopy(dict(table))
     set_field(t, rate_field, (lo + hi) / 2)
     theory = float(scenario_capacity(scenario_from_dict(t)).request_capacity.value)
     cap = max_in_system if isinstance(max_in_system, int) else None
     ci = lambda_star_interval(table, seeds=seeds, horizon_s=horizon_s, lo=lo, hi=hi,
                               iterations=iterations, rate_field=rate_field,
-                              confidence=interval_confidence,
-                              max_in_system=max_in_system) if interval else None
+                              confidence=interval_confidence, max_in_system=max_in_system,
+                              progress=part(progress, n * (ends + iterations), n * iterations,
+                                            total)) if interval else None
     return LambdaSearch(lo=a, hi=b, lo0=float(lo), hi0=float(hi), theory_lambda_star=theory,
                         probes=probes, seeds=len(seeds), horizon_s=float(horizon_s),
                         max_in_system=cap, confidence=confidence, inconclusive=inconclusive,
                         ends_ok=ends_ok, interval=ci)
 
 
-def _seed_state(table: Mapping[str, Any], rate: float, seed: int, horizon_s: float,
-                rate_field: str, max_in_system: int | str | None, seed_confidence: float,
-                batches: int) -> str:
-    """One run's verdict at ``rate``: unstable if stopped by ``run.max_in_system`` or if its
-    number in system N(t) grows over [H/2, H] at one-sided level ``seed_confidence``
-    (``batch_means_slope``); else stable."""
-    from servesim.api import simulate
-
-    scenario = _rate_scenario(table, rate_field, rate, horizon_s, max_in_system)
-    res = simulate(scenario, seed=int(seed))
-    if res.summary.get("stop_reason") == "max_in_system":
-        return "unstable"
-    trend = batch_means_slope(res.iterations, horizon_s, "in_system", batches)
-    return "unstable" if trend.growing(seed_confidence) else "stable"
-
-
-def lambda_star_interval(table: Mapping[str, Any], *, seeds: Sequence[int] | Iterable[int],
-                         horizon_s: float, lo: float, hi: float, iterations: int = 6,
-                         rate_field: str = "workload.arrival.rate_per_s",
-                         confidence: float = 0.95, max_in_system: int | str | None = "auto",
-                         seed_confidence: float = SEED_CONFIDENCE,
-                         batches: int = SEED_BATCHES) -> LambdaInterval:
-    """A confidence interval for the mean per-seed stability boundary: bisect each seed
-    separately, then a t-interval over the per-seed boundaries, widened by half the per-seed
-    resolution and clipped to [lo, hi].
-
-    A seed's verdict at a rate uses that run alone (``_seed_state``): unstable if stopped by
-    ``max_in_system`` or if the lower ``seed_confidence`` bound of its N(t) slope over
-    [H/2, H], from ``batches`` batch means, lies above 0; else stable. Far below lambda* a false
-    "unstable" has probability about 1 - seed_confidence; just above lambda* the growth is too
-    slow to show in one run, so a seed's boundary x_s lies above lambda* by the smallest excess
-    rate its run can detect, which shrinks as the horizon grows (``docs/stability.md``). The
-    interval therefore estimates E[x_s], the rate at which a run of ``horizon_s`` starts to show
-    growth, an upper estimate of lambda*.
-
-    Raises ConfigError for lo >= hi, lo < 0, iterations < 1, no seeds, a confidence or
-    seed_confidence outside (0, 1) or batches < 3.
-    """
-    seeds = _search_args(seeds, lo, hi, iterations)
-    for name, value in (("confidence", confidence), ("seed_confidence", seed_confidence)):
-        if not 0 < value < 1:
-            raise ConfigError(name, value, "a number in (0, 1)")
-    if batches < 3:
-        raise ConfigError("batches", batches, "an integer >= 3")
-    if not horizon_s > 0:
-        raise ConfigError("horizon_s", horizon_s, "a positive number of seconds")
-    per_seed = []
-    for seed in seeds:
-        a, b = _bisect(lo, hi, iterations, lambda _, mid, seed=seed: _seed_state(
-            table, mid, seed, horizon_s, rate_field, max_in_system, seed_confidence,
-            batches) == "stable")
-        per_seed.append((a + b) / 2)
-    resolution = (hi - lo) / 2 ** iterations
-    # The t-interval of a mean over seeds is slope_ci's; one seed gives it no spread to use.
-    ci = slope_ci(per_seed, confidence)
-    mean = ci.mean
-    half = resolution / 2 + (ci.hi - ci.mean if ci.n > 1 else 0.0)
-    # The search cannot speak outside [lo, hi]: few seeds give a t-interval wider than that.
-    return LambdaInterval(per_seed, mean, max(float(lo), mean - half),
-                          min(float(hi), mean + half), confidence, resolution,
-                          seed_confidence, batches)
-
-
 def policy_lambda_stars(table: Mapping[str, Any], policies: Sequence[str], *,
                         seeds: Sequence[int], horizon_s: float, lo: float, hi: float,
-                        iterations: int = 6, **kwargs: Any) -> pd.DataFrame:
+                        iterations: int = 6, progress: Progress | None = None,
+                        **kwargs: Any) -> pd.DataFrame:
     """``empirical_lambda_star`` once per ``engine.batching`` value in ``policies``.
 
     Returns a DataFrame, one row per policy: policy, lo, hi (the empirical bracket, req/s),
@@ -379,12 +261,18 @@ def policy_lambda_stars(table: Mapping[str, Any], policies: Sequence[str], *,
     ``interval=True`` also ci_lo, ci_mean, ci_hi (``lambda_star_interval``). Extra keyword
     arguments go to ``empirical_lambda_star``. The table's ``[engine.wait]`` parameters are
     dropped for the systems that do not take them (segments for all but Nested WAIT).
+    ``progress`` counts runs over every policy ("sarathi, bisection 3/6 at 13.2 req/s, ...").
     """
     rows = []
-    for policy in policies:
+    seeds = list(seeds)
+    runs = _runs(len(seeds), iterations, kwargs.get("interval", False),
+                 kwargs.get("check_ends", False))
+    for index, policy in enumerate(policies):
         t = _for_policy(table, str(policy))
         s = empirical_lambda_star(t, seeds=seeds, horizon_s=horizon_s, lo=lo, hi=hi,
-                                  iterations=iterations, **kwargs)
+                                  iterations=iterations, **kwargs,
+                                  progress=part(progress, index * runs, runs,
+                                                len(policies) * runs, f"{policy}, "))
         rows.append({
             "policy": str(policy), "lo": s.lo, "hi": s.hi, "estimate": s.estimate,
             "theory_lambda_star": s.theory_lambda_star,
@@ -396,6 +284,11 @@ def policy_lambda_stars(table: Mapping[str, Any], policies: Sequence[str], *,
         if s.interval is not None:
             rows[-1].update(ci_lo=s.interval.lo, ci_mean=s.interval.mean, ci_hi=s.interval.hi)
     return pd.DataFrame(rows)
+
+
+def _runs(seeds: int, iterations: int, interval: bool, check_ends: bool) -> int:
+    """Simulations of one ``empirical_lambda_star`` call (fewer if a probe stops early)."""
+    return seeds * ((2 if check_ends else 0) + iterations * (2 if interval else 1))
 
 
 def _for_policy(table: Mapping[str, Any], policy: str) -> dict[str, Any]:
@@ -412,15 +305,3 @@ def _for_policy(table: Mapping[str, Any], policy: str) -> dict[str, Any]:
         elif policy != "nested_wait":
             wait.pop("segments", None)
     return t
-
-
-def _search_args(seeds: Iterable[int], lo: float, hi: float, iterations: int) -> list[int]:
-    """The seeds as a list, after checking the arguments every bisection shares."""
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ConfigError("seeds", seeds, "at least one seed")
-    if not 0 <= lo < hi:
-        raise ConfigError("lo", (lo, hi), "0 <= lo < hi")
-    if iterations < 1:
-        raise ConfigError("iterations", iterations, "an integer >= 1")
-    return seeds

@@ -22,6 +22,7 @@ from servesim.analysis.stability import (
     window_counts,
 )
 from servesim.core.errors import ConfigError
+from servesim.core.progress import Progress, part, run_fraction
 from servesim.scenario import Scenario, scenario_from_dict, set_field
 
 if TYPE_CHECKING:
@@ -100,11 +101,13 @@ def measure_run(result: SimResult, horizon_s: float) -> RunMeasurement:
         done=done, arrived=arrived)
 
 
-def measure(scenario: Scenario, seeds: Sequence[int], horizon_s: float) -> Measurements:
+def measure(scenario: Scenario, seeds: Sequence[int], horizon_s: float,
+            progress: Progress | None = None) -> Measurements:
     """Run ``scenario`` once per seed and collect what the stability tests read.
 
     A seed stopped by ``run.max_in_system`` settles the question (the run is overloaded), so
-    measuring stops there.
+    measuring stops there. ``progress`` counts runs ("seed 2/6"), one unit per seed; it ends
+    at the full count even when measuring stops early.
 
     Raises ConfigError if there are no seeds.
     """
@@ -113,8 +116,13 @@ def measure(scenario: Scenario, seeds: Sequence[int], horizon_s: float) -> Measu
     if not seeds:
         raise ConfigError("seeds", list(seeds), "at least one seed")
     out = Measurements()
-    for seed in seeds:
-        res = simulate(scenario, seed=int(seed))
+    n = len(seeds)
+    for i, seed in enumerate(seeds):
+        what = f"seed {i + 1}/{n}"
+        if progress is not None:
+            progress(what, i, n)
+        res = simulate(scenario, seed=int(seed),
+                       progress=run_fraction(part(progress, i, 1, n), what))
         if res.summary.get("stop_reason") == "max_in_system":
             out.stopped += 1
             break
@@ -123,6 +131,8 @@ def measure(scenario: Scenario, seeds: Sequence[int], horizon_s: float) -> Measu
         out.n_slopes.append(run.n_slope)
         out.done += run.done
         out.arrived += run.arrived
+    if progress is not None:
+        progress(f"seed {n}/{n}", n, n)
     return out
 
 
@@ -130,7 +140,7 @@ def study(scenario_table: Mapping[str, Any], loads: Sequence[float], seeds: Sequ
           base_rate: float, rate_field: str = "workload.arrival.rate_per_s",
           horizon_s: float | None = None, mean_tokens_per_request: float | None = None,
           token_capacity: float | None = None, confidence: float = 0.99,
-          eps: float = COMPLETION_EPS) -> pd.DataFrame:
+          eps: float = COMPLETION_EPS, progress: Progress | None = None) -> pd.DataFrame:
     """Run a scenario at several loads and seeds and give a verdict per load (serially).
 
     For each load the arrival rate ``rate_field`` is set to load * base_rate (a deep copy of
@@ -147,14 +157,18 @@ def study(scenario_table: Mapping[str, Any], loads: Sequence[float], seeds: Sequ
     (requests/s), fluid_slope, completion_ratio, state, evidence (lines joined by "; ").
 
     A load at which a seed is stopped by ``run.max_in_system`` is "unstable", with NaN slopes.
+    ``progress`` counts runs, loads x seeds in all ("load 0.9 (12.5 req/s), seed 3/6").
 
     Raises ConfigError if no horizon is given or there are no seeds.
     """
     rows = []
-    for load in loads:
+    n = len(seeds)
+    for index, load in enumerate(loads):
         rate = float(load) * float(base_rate)
         table, horizon = timed_table(scenario_table, rate_field, rate, horizon_s)
-        got = measure(scenario_from_dict(table), seeds, horizon)
+        got = measure(scenario_from_dict(table), seeds, horizon,
+                      part(progress, index * n, n, len(loads) * n,
+                           f"load {float(load):g} ({rate:.4g} req/s), "))
         fluid = None
         if mean_tokens_per_request is not None and token_capacity is not None:
             fluid = fluid_slope(rate, mean_tokens_per_request, token_capacity)

@@ -6,120 +6,59 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
+from servesim.cli.capacity_report import capacity_report, plain
+from servesim.cli.file_kinds import load_cli_scenario
+from servesim.cli.progress import progress_bar, quiet_option
+from servesim.cli.tables import console as make_console
+from servesim.cli.tables import number, quantity, table
 from servesim.core.errors import ConfigError
-from servesim.scenario import Scenario, load_scenario
-from servesim.theory import (
-    Quantity,
-    cap_region,
-    fastertransformer_cycle_capacity,
-    scenario_capacity,
-    static_batching_capacity,
-)
-from servesim.workload.distributions import Deterministic
+from servesim.scenario import Scenario
+from servesim.theory import Quantity, scenario_capacity
 
-_UNCAPPED = 1 << 20   # a max_batch_size at least this large is treated as no cap
+if TYPE_CHECKING:
+    from rich.console import Console
 
-
-def capacity_report(scenario: Scenario) -> dict[str, Any]:
-    """Every capacity number the scenario admits, each as a Quantity (or a nested dict)."""
-    cap = scenario_capacity(scenario)
-    report: dict[str, Any] = {
-        "token_capacity": cap.token_capacity,
-        "mean_tokens_per_request": cap.mean_tokens,
-        "request_capacity": cap.request_capacity,
-    }
-    if cap.load is not None:
-        report["load"] = cap.load
-    sizes = _deterministic_sizes(scenario)
-    engine = scenario.engine
-    if sizes is not None:
-        prompt, output = sizes
-        ft = fastertransformer_cycle_capacity(scenario.cost, engine.token_budget, prompt, output,
-                                              _cap(engine.max_batch_size))
-        report["fastertransformer"] = vars(ft)
-        if _cap(engine.max_batch_size) is not None:
-            static = static_batching_capacity(scenario.cost, engine.token_budget,
-                                              engine.max_batch_size, prompt, output)
-            report["static"] = vars(static)
-    if _cap(engine.max_batch_size) is not None:
-        report["batch_cap_region"] = _region(scenario, cap)
-    return report
-
-
-def _cap(k_max: int) -> int | None:
-    return None if k_max >= _UNCAPPED else k_max
-
-
-def _deterministic_sizes(scenario: Scenario) -> tuple[int, int] | None:
-    classes = scenario.workload.classes
-    if len(classes) != 1:
-        return None
-    only = classes[0]
-    if isinstance(only.prompt, Deterministic) and isinstance(only.output, Deterministic):
-        return int(only.prompt.value), int(only.output.value)
-    return None
-
-
-def _region(scenario: Scenario, cap) -> dict[str, Any]:
-    region = cap_region(scenario.cost, scenario.engine.token_budget,
-                        scenario.engine.max_batch_size)
-    out: dict[str, Any] = {
-        "formula": region.formula,
-        "vertices": [{"prefill_tokens_per_s": float(x), "decode_tokens_per_s": float(y),
-                      "batch": list(b) if b is not None else None}
-                     for (x, y), b in zip(region.vertices, region.batches, strict=True)],
-    }
-    rate = scenario.workload.arrival.rate_per_s if scenario.workload.arrival else None
-    if rate:
-        x = rate * sum(c.weight * c.prompt.mean for c in scenario.workload.classes)
-        y = rate * sum(c.weight * c.output.mean for c in scenario.workload.classes)
-        out["operating_point"] = {"prefill_tokens_per_s": x, "decode_tokens_per_s": y,
-                                  "inside": bool(region.contains(x, y))}
-    return out
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Quantity):
-        return {"value": value.value, "unit": value.unit, "formula": value.formula,
-                "exact": value.exact}
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
+__all__ = ["COMMANDS", "capacity_report"]
 
 
 def _print_report(report: dict[str, Any], console: Console) -> None:
-    table = Table(title="servesim capacity")
-    for col in ("quantity", "value", "formula"):
-        table.add_column(col)
+    grid = table(f"servesim capacity ({report['batching']})", ("quantity", "value", "formula"))
     for name, value in _flatten(report):
         if isinstance(value, Quantity):
-            table.add_row(name, f"{value.value:.6g} {value.unit}",
-                          value.formula + ("" if value.exact else " (numeric)"))
-    console.print(table)
+            grid.add_row(name, quantity(value),
+                         value.formula + ("" if value.exact else " (numeric)"))
+    console.print(grid)
     region = report.get("batch_cap_region")
     if region:
-        console.print(f"batch-size-cap region: {region['formula']}")
-        for v in region["vertices"]:
-            console.print(f"  vertex ({v['prefill_tokens_per_s']:.6g}, "
-                          f"{v['decode_tokens_per_s']:.6g}) tokens/s via batch {v['batch']}")
-        point = region.get("operating_point")
-        if point:
-            where = "inside (stable)" if point["inside"] else "outside (unstable)"
-            console.print(f"  operating point ({point['prefill_tokens_per_s']:.6g}, "
-                          f"{point['decode_tokens_per_s']:.6g}) tokens/s is {where}")
+        _print_region(region, console)
+    for name, reason in report["skipped"].items():
+        console.print(f"skipped {name}: {reason}", highlight=False)
+    for note in report["notes"]:
+        console.print(f"note: {note}", highlight=False)
+
+
+def _print_region(region: dict[str, Any], console: Console) -> None:
+    tag = "" if region["exact"] else " (numeric)"
+    console.print(f"batch-size-cap region: {region['formula']}{tag}", highlight=False)
+    for v in region["vertices"]:
+        console.print(f"  vertex ({number(v['prefill_tokens_per_s'])}, "
+                      f"{number(v['decode_tokens_per_s'])}) tokens/s via batch "
+                      f"{v['batch']}", highlight=False)
+    point = region["operating_point"]
+    where = ("inside: stable for a policy that reaches the region" if point["inside"] else
+             "outside: unstable under every policy")
+    console.print(f"  operating point ({number(point['prefill_tokens_per_s'])}, "
+                  f"{number(point['decode_tokens_per_s'])}) tokens/s is {where}",
+                  highlight=False)
 
 
 def _flatten(report: dict[str, Any], prefix: str = ""):
     for key, value in report.items():
-        if isinstance(value, dict) and key != "batch_cap_region":
+        if isinstance(value, dict) and key not in ("batch_cap_region", "skipped"):
             yield from _flatten(value, f"{prefix}{key}.")
         else:
             yield prefix + key, value
@@ -142,38 +81,38 @@ def _flatten(report: dict[str, Any], prefix: str = ""):
               help="Simulated seconds per run (--empirical).")
 @click.option("--iterations", default=6, show_default=True, type=click.IntRange(min=1),
               help="Bisection steps (--empirical).")
+@quiet_option
 def capacity(scenario: Path, overrides: Sequence[str], as_json: bool, empirical: bool,
-             policies: str | None, seeds: int, horizon_s: float, iterations: int) -> None:
+             policies: str | None, seeds: int, horizon_s: float, iterations: int,
+             quiet: bool) -> None:
     """Theoretical capacity of a scenario: mu*, lambda*, load, cycle capacities and the
     batch-size-cap region, each with the formula it came from; with --empirical, each
     policy's empirical lambda* bracket from simulation beside the theoretical one."""
-    loaded = load_scenario(scenario, overrides)
+    loaded = load_cli_scenario(scenario, overrides)
     report = capacity_report(loaded)
-    frame = _empirical(loaded, report, policies, seeds, horizon_s, iterations) \
+    frame = _empirical(loaded, report, policies, seeds, horizon_s, iterations, quiet) \
         if empirical else None
     if as_json:
-        out = _plain(report)
+        out = plain(report)
         if frame is not None:
             out["empirical"] = frame.drop(columns=["probes"], errors="ignore").to_dict("records")
         click.echo(json.dumps(out, indent=2, default=str))
         return
-    console = Console()
+    console = make_console()
     _print_report(report, console)
     if frame is not None:
-        table = Table(title="empirical lambda* (bisection bracket over all seeds; 95% CI of the "
-                            "mean per-seed detection boundary, an upper estimate of lambda*; "
-                            "requests/s)")
-        for col in ("policy", "lo", "hi", "95% CI", "theory", "ratio"):
-            table.add_column(col)
+        grid = table("empirical lambda* (bisection bracket over all seeds; 95% CI of the "
+                     "mean per-seed detection boundary, an upper estimate of lambda*; "
+                     "requests/s)", ("policy", "lo", "hi", "95% CI", "theory", "ratio"))
         for row in frame.itertuples():
-            table.add_row(str(row.policy), f"{row.lo:.4g}", f"{row.hi:.4g}",
-                          f"[{row.ci_lo:.4g}, {row.ci_hi:.4g}]",
-                          f"{row.theory_lambda_star:.4g}", f"{row.ratio:.3f}")
-        console.print(table)
+            grid.add_row(str(row.policy), number(row.lo), number(row.hi),
+                         f"[{number(row.ci_lo)}, {number(row.ci_hi)}]",
+                         number(row.theory_lambda_star), f"{row.ratio:.3f}")
+        console.print(grid)
 
 
 def _empirical(scenario: Scenario, report: dict[str, Any], policies: str | None, seeds: int,
-               horizon_s: float, iterations: int):
+               horizon_s: float, iterations: int, quiet: bool):
     """Bisect each policy's empirical lambda* between 0.5 and 1.5 times the theoretical one,
     with a confidence interval from per-seed bisections over the same range."""
     from servesim.analysis import policy_lambda_stars
@@ -181,9 +120,10 @@ def _empirical(scenario: Scenario, report: dict[str, Any], policies: str | None,
     names = [p.strip() for p in policies.split(",")] if policies else \
         [scenario.engine.batching]
     lam = report["request_capacity"].value
-    return policy_lambda_stars(scenario.source, names, seeds=list(range(seeds)),
-                               horizon_s=horizon_s, lo=0.5 * lam, hi=1.5 * lam,
-                               iterations=iterations, interval=True)
+    with progress_bar("λ* search", quiet=quiet) as bar:
+        return policy_lambda_stars(scenario.source, names, seeds=list(range(seeds)),
+                                   horizon_s=horizon_s, lo=0.5 * lam, hi=1.5 * lam,
+                                   iterations=iterations, interval=True, progress=bar)
 
 
 @click.command()
@@ -197,33 +137,44 @@ def _empirical(scenario: Scenario, report: dict[str, Any], policies: str | None,
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a scenario field (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@quiet_option
 def stability(scenario: Path, loads: str, seeds: int, horizon_s: float,
-              overrides: Sequence[str], as_json: bool) -> None:
+              overrides: Sequence[str], as_json: bool, quiet: bool) -> None:
     """Run the stability tests at each load and print a verdict with its evidence."""
     from servesim.analysis import study
 
-    loaded = load_scenario(scenario, overrides)
+    loaded = load_cli_scenario(scenario, overrides)
     cap = scenario_capacity(loaded)
     try:
         fractions = [float(x) for x in loads.split(",") if x.strip()]
     except ValueError:
         raise ConfigError("--loads", loads, "comma-separated numbers such as 0.8,0.9,1.1") \
             from None
-    frame = study(loaded.source, fractions, list(range(seeds)),
-                  base_rate=cap.request_capacity.value, horizon_s=horizon_s,
-                  mean_tokens_per_request=cap.mean_tokens.value,
-                  token_capacity=cap.token_capacity.value)
+    with progress_bar("stability", quiet=quiet) as bar:
+        frame = study(loaded.source, fractions, list(range(seeds)),
+                      base_rate=cap.request_capacity.value, horizon_s=horizon_s,
+                      mean_tokens_per_request=cap.mean_tokens.value,
+                      token_capacity=cap.token_capacity.value, progress=bar)
     if as_json:
         click.echo(frame.to_json(orient="records", indent=2))
         return
-    table = Table(title=f"servesim stability (lambda* = {cap.request_capacity.value:.4g} req/s)")
-    for col in ("load", "rate/s", "slope tokens/s (99% CI)", "fluid", "completion", "verdict"):
-        table.add_column(col)
+    _print_stability(frame, cap.request_capacity.value)
+
+
+def _print_stability(frame: Any, lambda_star: float) -> None:
+    """One row per load, then each load's evidence lines (what ``--json`` has as well)."""
+    grid = table(f"servesim stability (lambda* = {number(lambda_star, 'req/s')})",
+                 ("load", "rate", "slope tokens/s (99% CI)", "fluid tokens/s", "completion",
+                  "verdict"))
     for row in frame.itertuples():
-        table.add_row(f"{row.load:g}", f"{row.arrival_rate:.4g}",
-                      f"{row.slope_mean:.4g} [{row.slope_lo:.4g}, {row.slope_hi:.4g}]",
-                      f"{row.fluid_slope:.4g}", f"{row.completion_ratio:.3f}", row.state)
-    Console().print(table)
+        grid.add_row(number(row.load, "1"), number(row.arrival_rate, "req/s"),
+                     f"{number(row.slope_mean)} [{number(row.slope_lo)}, "
+                     f"{number(row.slope_hi)}]",
+                     number(row.fluid_slope), number(row.completion_ratio, "1"), row.state)
+    console = make_console()
+    console.print(grid)
+    for row in frame.itertuples():
+        console.print(f"load {number(row.load, '1')}: {row.evidence}", highlight=False)
 
 
 COMMANDS = [capacity, stability]

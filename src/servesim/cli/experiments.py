@@ -7,61 +7,50 @@ DuckDB, matplotlib and Ray are imported inside the commands, so ``servesim --hel
 from __future__ import annotations
 
 import json
-import signal
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+from servesim.cli.progress import (
+    describe_params,
+    progress_bar,
+    quiet_option,
+    sweep_reporter,
+)
+
+if TYPE_CHECKING:
+    from servesim.experiments.sweep import Sweep
 
 # The names of experiments.execute.EXECUTORS, spelled out so that --help imports no pandas.
 _EXECUTORS = ("local", "serial", "ray")
 
 
 @contextmanager
-def _sweep_progress(as_json: bool) -> Iterator[Callable[[str, int, int], None]]:
-    """A rich bar with ETA on a terminal; otherwise one line per finished point on stderr."""
-    if not sys.stderr.isatty():
-        def line(point_id: str, done: int, todo: int) -> None:
-            if done == 0:
-                if not as_json:
-                    click.echo(f"{todo} points to run", err=True)
-            else:
-                click.echo(f"point {point_id} done ({done}/{todo})", err=True)
-
-        yield line
+def _sweep_progress(sweep: Sweep, as_json: bool,
+                    quiet: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """The bar on a terminal; otherwise, unless ``quiet``, one line per finished point on
+    stderr, for logs (``point ID done (3/48): engine.batching=vllm load=0.7 seed=1``)."""
+    with progress_bar("sweep", quiet=quiet) as bar:
+        if bar is not None:
+            yield sweep_reporter(bar, sweep)
+            return
+    if quiet:
+        yield None
         return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    names = {p.point_id: describe_params(p.params, p.seed) for p in sweep.points}
 
-    with Progress("sweep", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), "eta",
-                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("points", total=None)
-        yield lambda point_id, done, todo: bar.update(task, completed=done, total=todo)
+    def line(point_id: str, done: int, todo: int) -> None:
+        if done == 0:
+            if not as_json:
+                click.echo(f"{todo} points to run", err=True)
+        else:
+            click.echo(f"point {point_id} done ({done}/{todo}): {names.get(point_id, '')}",
+                       err=True)
 
-
-@contextmanager
-def _term_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends a sweep like Ctrl-C: workers are stopped, finished points stay recorded."""
-    def handler(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    yield line
 
 
 @click.command()
@@ -76,8 +65,10 @@ def _term_as_interrupt() -> Iterator[None]:
               help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT (default: start a "
                    "local instance).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary of the run.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress on stderr: neither the bar nor the per-point lines.")
 def sweep(sweep_file: Path, out_dir: Path, executor: str, workers: int | None,
-          address: str | None, as_json: bool) -> None:
+          address: str | None, as_json: bool, quiet: bool) -> None:
     """Run every point of SWEEP (a grid over scenario fields, times seeds) into --out.
 
     Points already finished in --out are skipped, so running the same sweep again resumes it.
@@ -86,9 +77,17 @@ def sweep(sweep_file: Path, out_dir: Path, executor: str, workers: int | None,
     from servesim.experiments.sweep import load_sweep
 
     loaded = load_sweep(sweep_file)
-    with _term_as_interrupt(), _sweep_progress(as_json) as progress:
-        run = run_sweep(loaded, out_dir, executor=executor, workers=workers, address=address,
-                        progress=progress, notice=lambda text: click.echo(text, err=True))
+    # SIGTERM ends a sweep like Ctrl-C (``cli/signals.py``): workers are stopped, finished
+    # points stay recorded, and the points in flight run again when the sweep is resumed.
+    try:
+        with _sweep_progress(loaded, as_json, quiet) as progress:
+            run = run_sweep(loaded, out_dir, executor=executor, workers=workers,
+                            address=address, progress=progress,
+                            notice=lambda text: click.echo(text, err=True))
+    except KeyboardInterrupt as e:
+        why = str(e) or "interrupted"
+        raise KeyboardInterrupt(f"{why}; finished points are kept in {out_dir}, the others run "
+                                "when the sweep is started again") from None
     stats = {"sweep": loaded.name, "out": str(run.out_dir), "points": run.total,
              "skipped": run.skipped, "ran": run.ran, "wall_s": round(run.wall_s, 3),
              "sim_wall_s": round(run.sim_wall_s, 3)}
@@ -108,9 +107,10 @@ def sweep(sweep_file: Path, out_dir: Path, executor: str, workers: int | None,
 @click.option("--all-points", "every_point", is_flag=True,
               help="Include points of earlier versions of the sweep run into DIR.")
 def query(sweep_dir: Path, sql: str, as_json: bool, as_csv: bool, every_point: bool) -> None:
-    """Run SQL against a sweep folder: views points, requests and iterations.
+    """Run read-only SQL against a sweep folder: views points, requests and iterations.
 
-    The views cover the points of the sweep last run into DIR (see --all-points)."""
+    The views cover the points of the sweep last run into DIR (see --all-points). Statements
+    that could change something (DROP, COPY ... TO, ATTACH, SET, ...) are refused."""
     from servesim.experiments.store import query as run_query
 
     frame = run_query(sweep_dir, sql, every_point=every_point)
@@ -130,12 +130,16 @@ def query(sweep_dir: Path, sql: str, as_json: bool, as_csv: bool, every_point: b
 @click.argument("sweep_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="HTML file to write (default: DIR/report.html).")
-def report(sweep_dir: Path, out_file: Path | None) -> None:
+@quiet_option
+def report(sweep_dir: Path, out_file: Path | None, quiet: bool) -> None:
     """Write a self-contained HTML report of a sweep, plus each figure as PNG and SVG in
     DIR/figures/."""
-    from servesim.report import build_report
+    with progress_bar("report", quiet=quiet) as bar:
+        if bar is not None:
+            bar(f"reading {sweep_dir}", 0, None)
+        from servesim.report import build_report  # matplotlib: part of the wait
 
-    path = build_report(sweep_dir, out_file)
+        path = build_report(sweep_dir, out_file, bar)
     click.echo(f"report: {path}")
 
 

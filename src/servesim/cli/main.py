@@ -1,28 +1,33 @@
 """The ``servesim`` command: a thin layer that parses, loads a scenario, runs it and prints.
 
 Exit codes: 0 success; 2 a usage or configuration error (one ``error: ...`` line on stderr, no
-traceback); 130 interrupted (outputs marked incomplete).
+traceback); 130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM: either way a run keeps what it
+simulated, in outputs marked incomplete (``cli/signals.py``).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
+from servesim.cli.commands import LazyGroup
+from servesim.cli.progress import (
+    fraction_of,
+    progress_bar,
+    quiet_option,
+    sweep_reporter,
+)
 from servesim.core.errors import ServesimError
-from servesim.scenario import Scenario, load_scenario
 
 if TYPE_CHECKING:
     from servesim.api import SimResult
+    from servesim.scenario import Scenario
 
 DEMO_OUT = "servesim-demo"
 EXIT_USAGE = 2
@@ -47,14 +52,15 @@ _seed_option = click.option("--seed", type=int, default=None,
                             help="Root seed (overrides run.seed).")
 
 
-class _Group(click.Group):
-    """Turns Ctrl-C inside a command into ``_Interrupted``, so click does not print "Aborted!"."""
+class _Group(LazyGroup):
+    """Resolves the commands of other modules on demand (``LazyGroup``), and turns Ctrl-C
+    inside a command into ``_Interrupted``, so click does not print "Aborted!"."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
-            raise _Interrupted("interrupted") from None
+        except KeyboardInterrupt as e:
+            raise _Interrupted(str(e) or "interrupted") from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,11 +76,14 @@ def cli() -> None:
 @_seed_option
 @_set_option
 @_json_option
+@quiet_option
 def run(scenario: Path, out_dir: Path, seed: int | None, overrides: Sequence[str],
-        as_json: bool) -> None:
+        as_json: bool, quiet: bool) -> None:
     """Run SCENARIO (a TOML file) and write its outputs to --out."""
-    loaded = load_scenario(scenario, overrides)
-    result = _run(loaded, out_dir, seed)
+    from servesim.cli.file_kinds import load_cli_scenario
+
+    loaded = load_cli_scenario(scenario, overrides)
+    result = _run(loaded, out_dir, seed, quiet)
     _report(result, out_dir, as_json)
 
 
@@ -83,13 +92,24 @@ def run(scenario: Path, out_dir: Path, seed: int | None, overrides: Sequence[str
 @_set_option
 @_json_option
 def validate(scenario: Path, overrides: Sequence[str], as_json: bool) -> None:
-    """Check SCENARIO without running it; print a one-line description."""
-    loaded = load_scenario(scenario, overrides)
+    """Check SCENARIO (or a network, sweep or [mg1] file) without running it; print a one-line
+    description."""
+    from servesim.cli.file_kinds import load_cli_scenario, validate_other
+
+    other = validate_other(scenario, overrides)
+    if other is not None:
+        kind, description, raw = other
+        click.echo(json.dumps({"ok": True, "path": str(scenario), "kind": kind,
+                               "description": description, "scenario": raw}, indent=2,
+                              default=str) if as_json else f"ok: {scenario}: {description}")
+        return
+    loaded = load_cli_scenario(scenario, overrides)
     if as_json:
         from servesim.api import run_header
 
         header = run_header(loaded, loaded.run.seed)
-        click.echo(json.dumps({"ok": True, "path": str(scenario), "description": loaded.describe(),
+        click.echo(json.dumps({"ok": True, "path": str(scenario), "kind": "scenario",
+                               "description": loaded.describe(),
                                "scenario": header["scenario"], "resolved": header["resolved"]},
                               indent=2))
     else:
@@ -102,39 +122,62 @@ def validate(scenario: Path, overrides: Sequence[str], as_json: bool) -> None:
               help="Directory for the demo's outputs.")
 @_seed_option
 @_json_option
-def demo(out_dir: Path, seed: int | None, as_json: bool) -> None:
+@quiet_option
+def demo(out_dir: Path, seed: int | None, as_json: bool, quiet: bool) -> None:
     """Run the packaged demo scenario (Sarathi at 75% of its capacity, Fig. 1 of the paper),
     then a small sweep of four batching systems at four loads and its HTML report."""
+    from servesim.scenario import load_scenario
+
     scenarios = resources.files("servesim.scenarios")
     with resources.as_file(scenarios.joinpath("demo.toml")) as path:
         loaded = load_scenario(path)
-    result = _run(loaded, out_dir, seed)
+    result = _run(loaded, out_dir, seed, quiet)
     _report(result, out_dir, as_json)
-    report = _demo_sweep(scenarios, out_dir / "sweep")
+    report = _demo_sweep(scenarios, out_dir / "sweep", quiet)
     if not as_json:
         click.echo(f"sweep and report: {report}")
 
 
-def _demo_sweep(scenarios, sweep_dir: Path) -> Path:
+def _demo_sweep(scenarios, sweep_dir: Path, quiet: bool) -> Path:
     """Run the packaged demo sweep serially into ``sweep_dir`` and write its report."""
     from servesim.experiments.execute import run_sweep
     from servesim.experiments.sweep import load_sweep
-    from servesim.report import build_report
 
     with resources.as_file(scenarios) as folder:
-        run_sweep(load_sweep(Path(folder) / "demo_sweep.toml"), sweep_dir, executor="serial")
-    return build_report(sweep_dir)
+        sweep = load_sweep(Path(folder) / "demo_sweep.toml")
+        with progress_bar("demo sweep", quiet=quiet) as bar:
+            run_sweep(sweep, sweep_dir, executor="serial",
+                      progress=None if bar is None else sweep_reporter(bar, sweep))
+    with progress_bar("demo report", quiet=quiet) as bar:
+        if bar is not None:
+            bar(f"reading {sweep_dir}", 0, None)
+        from servesim.report import build_report  # matplotlib: part of the wait
+
+        return build_report(sweep_dir, progress=bar)
 
 
 # -- running and printing -----------------------------------------------------------------------
 
 
-def _run(scenario: Scenario, out_dir: Path, seed: int | None) -> SimResult:
+def _run(scenario: Scenario, out_dir: Path, seed: int | None, quiet: bool = False) -> SimResult:
+    from servesim.engine.stop import Interrupted, StopFlag
     from servesim.experiments.outputs import run_to_dir
 
+    ctx = click.get_current_context(silent=True)
+    stop = ctx.find_root().obj if ctx is not None else None
+    stop = stop if isinstance(stop, StopFlag) else None   # run_cli's flag, if any
     try:
-        with _progress() as progress:
-            return run_to_dir(scenario, out_dir, seed=seed, progress=progress)
+        with progress_bar("run", quiet=quiet, count=False) as bar:
+            progress = fraction_of(bar, _run_label(scenario, seed))
+            if progress is not None:
+                progress(0.0)   # say what runs before the engine's first report
+            return run_to_dir(scenario, out_dir, seed=seed, progress=progress, stop=stop)
+    except Interrupted as e:
+        kept = "nothing was simulated yet" if e.result is None else \
+            f"partial results kept: {len(e.result.requests)} requests, " \
+            f"{len(e.result.iterations)} iterations"
+        raise _Interrupted(f"interrupted; outputs in {out_dir} are marked incomplete ({kept})") \
+            from None
     except KeyboardInterrupt:
         raise _Interrupted(f"interrupted; outputs in {out_dir} are marked incomplete") from None
     except OSError as e:
@@ -142,74 +185,25 @@ def _run(scenario: Scenario, out_dir: Path, seed: int | None) -> SimResult:
         raise _OutputError(f"cannot write outputs to {where}: {e.strerror or e}") from None
 
 
-@contextmanager
-def _progress() -> Iterator[Callable[[float], None] | None]:
-    """A rich progress bar on stderr when it is a terminal; otherwise no callback."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeElapsedColumn
-
-    with Progress("simulating", BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("run", total=1.0)
-        yield lambda fraction: bar.update(task, completed=min(max(fraction, 0.0), 1.0))
+def _run_label(scenario: Scenario, seed: int | None) -> str:
+    """What a run's bar says: "sarathi, seed 0, 1000 s simulated"."""
+    run = scenario.run
+    length = f"{run.horizon_s:g} s simulated" if run.horizon_s is not None \
+        else f"{run.requests} requests"
+    return f"{scenario.engine.batching}, seed {run.seed if seed is None else seed}, {length}"
 
 
 def _report(result: SimResult, out_dir: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result.summary, indent=2, allow_nan=False, default=str))
         return
-    console = Console()
-    console.print(summary_tables(result.summary))
+    from servesim.cli.run_table import print_run
+    from servesim.cli.tables import console as make_console
+
+    console = make_console()
+    print_run(result.summary, console)
     console.print(f"outputs: {out_dir}/ (summary.json, requests.parquet, iterations.parquet)",
                   highlight=False, soft_wrap=True)
-
-
-def _fmt(value: Any, unit: str = "", digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}{unit}"
-    return f"{value}{unit}"
-
-
-def _pct(value: Any) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def summary_tables(s: dict[str, Any]) -> Table:
-    """A rich table of the headline metrics of a summary dict."""
-    grid = Table(title="servesim run summary", show_header=True, header_style="bold")
-    grid.add_column("metric")
-    for name in ("value / mean", "p50", "p90", "p99"):
-        grid.add_column(name, justify="right")
-    rows: list[tuple[str, str]] = [
-        ("seed", _fmt(s.get("seed"))),
-        ("arrived", _fmt(s.get("arrived"))),
-        ("completed", _fmt(s.get("completed"))),
-        ("rejected", _fmt(s.get("rejected"))),
-        ("in system at end", _fmt(s.get("in_system_at_end"))),
-        ("measured window", _fmt(s.get("duration_s"), " s")),
-        ("throughput", _fmt(s.get("throughput_rps"), " req/s")),
-        ("token throughput", _fmt(s.get("throughput_tokens_per_s"), " tok/s")),
-    ]
-    for label, value in rows:
-        grid.add_row(label, value, "", "", "")
-    for label, key in (("TTFT (s)", "ttft_s"), ("TPOT (s)", "tpot_s"), ("E2E (s)", "e2e_s")):
-        st = s.get(key) or {}
-        grid.add_row(label, *(_fmt(st.get(k)) for k in ("mean", "p50", "p90", "p99")))
-    more = [
-        ("preemptions", _fmt(s.get("preemptions"))),
-        ("KV utilisation (mean)", _pct(s.get("kv_utilization_mean"))),
-        ("mean batch size", _fmt(s.get("mean_batch_size"))),
-        ("non-work-conserving iters", _pct(s.get("non_work_conserving_fraction"))),
-        ("goodput", _fmt(s.get("goodput_rps"), " req/s")),
-        ("SLO attainment", _pct(s.get("slo_attainment"))),
-    ]
-    for label, value in more:
-        grid.add_row(label, value, "", "", "")
-    return grid
 
 
 # -- entry point --------------------------------------------------------------------------------
@@ -221,13 +215,25 @@ def _fail(message: str, code: int) -> int:
 
 
 def run_cli(args: Sequence[str] | None = None) -> int:
-    """Run the command line and return its exit code (never raises for a user error)."""
+    """Run the command line and return its exit code (never raises for a user error).
+
+    SIGINT and SIGTERM stop the command alike while it runs (``cli/signals.py``).
+    """
+    from servesim.cli.signals import exit_code, stop_on_signals
+
+    with stop_on_signals() as stop:
+        code = _run_cli(args, stop)
+    return exit_code(stop) if code == EXIT_INTERRUPTED else code
+
+
+def _run_cli(args: Sequence[str] | None, stop: Any) -> int:
     try:
         rv = cli.main(args=list(args) if args is not None else None, prog_name="servesim",
-                      standalone_mode=False)
+                      standalone_mode=False, obj=stop)
     except click.exceptions.UsageError as e:
-        e.show()
-        return EXIT_USAGE
+        from servesim.cli.usage import usage_line
+
+        return _fail(usage_line(e), EXIT_USAGE)
     except click.exceptions.ClickException as e:
         return _fail(e.format_message(), EXIT_USAGE)
     except ServesimError as e:
@@ -237,23 +243,6 @@ def run_cli(args: Sequence[str] | None = None) -> int:
     except (_Interrupted, click.exceptions.Abort, KeyboardInterrupt) as e:
         return _fail(str(e) or "interrupted", EXIT_INTERRUPTED)
     return rv if isinstance(rv, int) else 0
-
-
-# Each command module lists its click commands in ``COMMANDS``. Such a module imports heavy
-# libraries (plotting, executors) inside its commands, so ``servesim --help`` stays fast.
-_COMMAND_MODULES = ("analysis", "theory", "network", "experiments")
-
-
-def _register_commands() -> None:
-    import importlib
-
-    for name in _COMMAND_MODULES:
-        module = importlib.import_module(f"servesim.cli.{name}")
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register_commands()
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ was expected and the closest valid name."""
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,10 @@ from servesim.engine.cost import make_cost_model
 from servesim.scenario import RunConfig
 from servesim.workload.arrivals import make_arrivals
 from servesim.workload.distributions import make_token_dist
+from servesim.workload.source import check_arrival_count
 
-__all__ = ["NetworkScenario", "load_network", "network_from_dict", "renamed"]
+__all__ = ["NetworkScenario", "check_network_size", "load_network", "network_from_dict",
+           "renamed"]
 
 SECTIONS = ("run", "network")
 RUN_KEYS = ("seed", "horizon_s", "warmup_s", "max_in_system")
@@ -68,7 +71,23 @@ def network_from_dict(source: Mapping[str, Any], base_dir: Path | None = None) -
                for name, e in _tables(spec, "engines").items()}
     classes = {name: _class(name, c, base_dir) for name, c in _tables(spec, "classes").items()}
     workflows = {name: _workflow(name, w) for name, w in _tables(spec, "workflows").items()}
-    return NetworkScenario(run, Network(engines, classes, workflows), source, base_dir)
+    network = Network(engines, classes, workflows)
+    check_network_size(network, run.horizon_s, run.max_in_system)
+    return NetworkScenario(run, network, source, base_dir)
+
+
+def check_network_size(network: Network, horizon_s: float, max_in_system: int | None,
+                       field: str = "run.horizon_s") -> None:
+    """Refuse a horizon whose task arrivals (every workflow's rate x horizon; explicit lists
+    are bounded and left out) the records of this machine cannot hold, unless
+    ``max_in_system`` bounds the run (``servesim.workload.source.check_arrival_count``).
+
+    Raises ConfigError on ``field``.
+    """
+    rates = [float(w.arrival.rate_per_s) for w in network.workflows.values()]
+    total = math.fsum(r for r in rates if math.isfinite(r))
+    if total > 0:
+        check_arrival_count(total, horizon_s, max_in_system, field)
 
 
 def _tables(spec: Mapping[str, Any], key: str) -> dict[str, Mapping[str, Any]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = ["NetworkRun", "simulate_network"]
 
 _ARRIVE, _VISIT, _DONE, _PLAN = 0, 1, 2, 3
 _DRAW_BLOCK = 1024
+_PROGRESS_EVERY = 4096   # events between progress calls: rare enough to cost nothing
 
 
 @dataclass
@@ -136,13 +138,17 @@ class _Sim:
         self.seq += 1
         heapq.heappush(self.heap, (t, 1 if kind == _PLAN else 0, self.seq, kind, payload))
 
-    def run(self) -> tuple[float, str]:
+    def run(self, progress: Callable[[float], None] | None = None) -> tuple[float, str]:
         for w, times in self.arrivals.items():
             if len(times):
                 self.push(float(times[0]), _ARRIVE, (w, 0))
         now, reason = 0.0, "drained"
+        events = 0
         while self.heap:
             t = self.heap[0][0]
+            events += 1
+            if progress is not None and events % _PROGRESS_EVERY == 0:
+                progress(min(t / self.horizon, 1.0))
             if t >= self.until:
                 now, reason = self.until, "time"
                 break
@@ -274,14 +280,15 @@ class _Sim:
 
 
 def simulate_network(net: Network, seed: int = 0, *, horizon_s: float, warmup_s: float = 0.0,
-                     max_in_system: int | None = None, drain: bool = False) -> NetworkRun:
+                     max_in_system: int | None = None, drain: bool = False,
+                     progress: Callable[[float], None] | None = None) -> NetworkRun:
     """Run ``net`` with tasks arriving before ``horizon_s``; stop at the horizon (with
     ``drain``, only once every task has finished), when the network drains, or as soon as
     more than ``max_in_system`` requests are at the engines.
 
     Streams: "arrivals/<workflow>", "prompt_tokens/<class>", "output_tokens/<class>",
-    "routing/<class>", "router/<engine>". Raises ConfigError for a bad seed, horizon, warm-up
-    or cap.
+    "routing/<class>", "router/<engine>". ``progress`` gets the simulated fraction of the
+    horizon now and then. Raises ConfigError for a bad seed, horizon, warm-up or cap.
     """
     horizon_s = number(horizon_s, "run.horizon_s", low=0, low_open=True)
     warmup_s = number(warmup_s, "run.warmup_s", low=0)
@@ -291,7 +298,7 @@ def simulate_network(net: Network, seed: int = 0, *, horizon_s: float, warmup_s:
     if max_in_system is not None:
         max_in_system = integer(max_in_system, "run.max_in_system", low=1)
     sim = _Sim(net, seed, horizon_s, max_in_system, drain)
-    end, reason = sim.run()
+    end, reason = sim.run(progress)
     tasks = sim.task_frame()
     tasks.loc[tasks["status"] == "unfinished", "e2e_s"] = math.nan
     return NetworkRun(visits=sim.visit_frame(), tasks=tasks,

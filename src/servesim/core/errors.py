@@ -25,24 +25,42 @@ class ConfigError(ServesimError, ValueError):
         expected: str,
         *,
         choices: Iterable[str] | None = None,
+        shown: str | None = None,
     ) -> None:
         self.field = field
         self.value = value
         self.expected = expected
         self.suggestion = closest(value, choices) if choices is not None else None
-        message = f"{field}: got {value!r}, expected {expected}"
+        # ``shown`` replaces repr(value) in the message, to add a unit: "got 2 (32 tokens)".
+        message = f"{field}: got {repr(value) if shown is None else shown}, expected {expected}"
         if self.suggestion is not None:
             message += f"; did you mean {self.suggestion!r}?"
         super().__init__(message)
 
 
 class TraceError(ServesimError, ValueError):
-    """A trace file has a row servesim cannot read; the message carries path and line number."""
+    """A trace file has a row servesim cannot read.
 
-    def __init__(self, path: str, line: int, problem: str) -> None:
+    The message is ``path:line:column: problem`` (1-based line and column; the column is left
+    out when unknown, the line too when the problem is the whole file, e.g. an empty one).
+    """
+
+    def __init__(self, path: str, line: int | None, problem: str, *,
+                 column: int | None = None) -> None:
         self.path = path
         self.line = line
-        super().__init__(f"{path}:{line}: {problem}")
+        self.column = column
+        where = str(path)
+        if line is not None:
+            where += f":{line}" + (f":{column}" if column is not None else "")
+        super().__init__(f"{where}: {problem}")
+
+
+def file_error(path: str, problem: str) -> ConfigError:
+    """A ConfigError about a whole file, whose message is ``<path>: <problem>`` on one line."""
+    err = ConfigError(str(path), None, problem)
+    err.args = (f"{path}: {problem}",)
+    return err
 
 
 class SimulationError(ServesimError, RuntimeError):

@@ -47,6 +47,39 @@ def number(value: Any, field: str, *, low: float | None = None, low_open: bool =
     return v
 
 
+# Where float64 stops meaning anything for an engine whose iterations take microseconds to
+# seconds: at 1e9 s (about 31 years) the clock still resolves 0.1 us, beyond it an iteration's
+# duration starts to vanish when added to the clock (latencies of 0 from precision loss).
+MAX_TIME_S = 1e9
+# Arrival rates outside this range put arrivals beyond MAX_TIME_S or closer than a nanosecond.
+MIN_RATE_PER_S = 1e-9
+MAX_RATE_PER_S = 1e9
+
+
+def seconds(value: Any, field: str, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as a time in seconds: finite, > 0 (>= 0 with ``allow_zero``) and at most
+    ``MAX_TIME_S``; raise ConfigError otherwise."""
+    v = number(value, field)
+    if v < 0 or (v == 0 and not allow_zero) or v > MAX_TIME_S:
+        low = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(field, value, f"a time in seconds {low} and <= {MAX_TIME_S:g} (beyond "
+                          "it float64 times lose sub-microsecond precision)")
+    return v
+
+
+def rate_per_s(value: Any, field: str, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as a rate per second in [MIN_RATE_PER_S, MAX_RATE_PER_S] (or exactly 0
+    with ``allow_zero``); raise ConfigError otherwise."""
+    v = number(value, field)
+    if not (MIN_RATE_PER_S <= v <= MAX_RATE_PER_S or (allow_zero and v == 0)):
+        within = f"[{MIN_RATE_PER_S:g}, {MAX_RATE_PER_S:g}]"
+        what = f">= 0 per second: 0 or within {within}" if allow_zero else \
+            f"> 0 per second within {within}"
+        raise ConfigError(field, value, f"a rate {what} (outside that range float64 arrival "
+                          "times lose their meaning)")
+    return v
+
+
 def integer(value: Any, field: str, *, low: int | None = None, high: int | None = None) -> int:
     """Return ``value`` as an int within bounds; raise ConfigError otherwise."""
     if isinstance(value, bool) or not isinstance(value, int):

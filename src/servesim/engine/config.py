@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 from servesim.core.errors import ConfigError
@@ -12,6 +14,16 @@ BATCHING = ("static", "fastertransformer", "vllm", "orca", "sarathi", "greedy", 
 WAIT_SYSTEMS = ("wait", "nested_wait")
 VICTIMS = ("newest", "most_blocks", "fewest_blocks")
 PREEMPTION = ("recompute", "swap")
+# Upper bounds of the integer settings: far beyond any real engine, and low enough that every
+# count the replica derives from them stays inside int64 (and its per-residue table of
+# block_tokens entries stays small). MAX_ENGINE_TOKENS is the longest length a workload draws.
+MAX_ENGINE_TOKENS = 10**9
+MAX_BLOCK_TOKENS = 1 << 16
+MAX_BLOCKS = 1 << 40
+MAX_BATCH_SIZE = 1 << 30
+# Outside this range a block's transfer time is either below a nanosecond or beyond a day.
+MIN_SWAP_BYTES_PER_S = 1e3
+MAX_SWAP_BYTES_PER_S = 1e15
 
 
 @dataclass(frozen=True)
@@ -43,10 +55,8 @@ class KVConfig:
     block_bytes: int = 16 * 131072
 
     def __post_init__(self) -> None:
-        if self.block_tokens < 1:
-            raise ConfigError("engine.kv.block_tokens", self.block_tokens, "an integer >= 1")
-        if self.blocks < 1:
-            raise ConfigError("engine.kv.blocks", self.blocks, "an integer >= 1")
+        _bounded(self.block_tokens, "engine.kv.block_tokens", 1, MAX_BLOCK_TOKENS)
+        _bounded(self.blocks, "engine.kv.blocks", 1, MAX_BLOCKS)
         if not 0.0 <= self.watermark < 1.0:
             raise ConfigError("engine.kv.watermark", self.watermark, "a fraction in [0, 1)")
         if self.preemption not in PREEMPTION:
@@ -55,12 +65,12 @@ class KVConfig:
         if self.victim not in VICTIMS:
             raise ConfigError("engine.kv.victim", self.victim,
                               "one of " + ", ".join(VICTIMS), choices=VICTIMS)
-        if self.host_blocks < 0:
-            raise ConfigError("engine.kv.host_blocks", self.host_blocks, "an integer >= 0")
-        if self.swap_bytes_per_s <= 0:
-            raise ConfigError("engine.kv.swap_bytes_per_s", self.swap_bytes_per_s, "a number > 0")
-        if self.block_bytes < 1:
-            raise ConfigError("engine.kv.block_bytes", self.block_bytes, "an integer >= 1")
+        _bounded(self.host_blocks, "engine.kv.host_blocks", 0, MAX_BLOCKS)
+        if not MIN_SWAP_BYTES_PER_S <= self.swap_bytes_per_s <= MAX_SWAP_BYTES_PER_S:
+            raise ConfigError("engine.kv.swap_bytes_per_s", self.swap_bytes_per_s,
+                              f"a bandwidth in [{MIN_SWAP_BYTES_PER_S:g}, "
+                              f"{MAX_SWAP_BYTES_PER_S:g}] bytes/s")
+        _bounded(self.block_bytes, "engine.kv.block_bytes", 1, MAX_BLOCKS)
 
     @property
     def watermark_blocks(self) -> int:
@@ -112,6 +122,12 @@ class WaitConfig:
         set_(self, "segments", tuple(seg))
 
 
+def _bounded(value: int, field: str, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or not low <= value <= high:
+        raise ConfigError(field, value, f"an integer >= {low} and <= {high}")
+
+
 def _sequence(value, field: str) -> list:
     if isinstance(value, str) or not hasattr(value, "__iter__"):
         raise ConfigError(field, value, "a list")
@@ -155,14 +171,12 @@ class EngineConfig:
         if self.batching not in BATCHING:
             raise ConfigError("engine.batching", self.batching,
                               "one of " + ", ".join(BATCHING), choices=BATCHING)
-        if self.token_budget < 1:
-            raise ConfigError("engine.token_budget", self.token_budget, "an integer >= 1")
-        if self.max_batch_size < 1:
-            raise ConfigError("engine.max_batch_size", self.max_batch_size, "an integer >= 1")
-        if self.chunk_tokens is not None and self.chunk_tokens < 1:
-            raise ConfigError("engine.chunk_tokens", self.chunk_tokens, "an integer >= 1")
-        if self.max_model_len is not None and self.max_model_len < 2:
-            raise ConfigError("engine.max_model_len", self.max_model_len, "an integer >= 2")
+        _bounded(self.token_budget, "engine.token_budget", 1, MAX_ENGINE_TOKENS)
+        _bounded(self.max_batch_size, "engine.max_batch_size", 1, MAX_BATCH_SIZE)
+        if self.chunk_tokens is not None:
+            _bounded(self.chunk_tokens, "engine.chunk_tokens", 1, MAX_ENGINE_TOKENS)
+        if self.max_model_len is not None:
+            _bounded(self.max_model_len, "engine.max_model_len", 2, 2 * MAX_ENGINE_TOKENS)
         self._check_capacity()
         self._check_wait()
 
@@ -176,15 +190,35 @@ class EngineConfig:
     def _check_capacity(self) -> None:
         """Refuse a KV cache too small for the longest admissible request."""
         longest = self.model_len_limit
-        if longest is None:
-            return
-        usable = self.kv.blocks - self.kv.watermark_blocks
-        needed = -(-longest // self.kv.block_tokens)
-        if needed > usable:
-            raise ConfigError(
-                "engine.kv.blocks", self.kv.blocks,
-                f"at least {needed + self.kv.watermark_blocks} blocks, so that one request of "
-                f"max_model_len={longest} tokens fits beside the watermark")
+        if longest is not None and longest > self.length_limits[0]:
+            raise self.total_refusal(longest, f"a request of max_model_len = {longest} tokens")
+
+    def total_refusal(self, tokens: int, what: str) -> ConfigError:
+        """The error naming the engine field that refuses a request of ``tokens`` prompt +
+        output tokens (``what`` describes it, e.g. "the smallest request of 241 tokens"): the
+        max_model_len if it is set and shorter, else the KV cache."""
+        limit = self.max_model_len
+        if limit is not None and tokens > limit:
+            return ConfigError("engine.max_model_len", limit,
+                               f"at least {tokens} tokens (prompt + output), for {what}")
+        kv = self.kv
+        needed = -(-tokens // kv.block_tokens)
+        # The watermark grows with the cache: the fewest blocks B with B - floor(w B) >= needed.
+        blocks = max(needed, math.ceil(needed / (1.0 - kv.watermark)) - 2)
+        while blocks - int(kv.watermark * blocks) < needed:
+            blocks += 1
+        beside = f" beside the watermark of {kv.watermark:g}" if kv.watermark_blocks or \
+            blocks > needed else ""
+        return ConfigError("engine.kv.blocks", kv.blocks,
+                           f"enough for one request (at least {blocks} blocks{beside} for "
+                           f"{what})", shown=f"{kv.blocks} ({kv.blocks * kv.block_tokens} tokens)")
+
+    def prompt_refusal(self, prompt: int, what: str) -> ConfigError:
+        """The error naming ``engine.token_budget`` for a system that cannot chunk a prompt of
+        ``prompt`` tokens (``what`` describes it, e.g. "the smallest prompt")."""
+        return ConfigError("engine.token_budget", self.token_budget,
+                           f"at least {prompt} tokens: {self.batching} does not chunk prefills, "
+                           f"so {what} ({prompt} tokens) must fit one iteration")
 
     @property
     def chunks(self) -> bool:

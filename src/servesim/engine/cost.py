@@ -15,18 +15,26 @@ Scalar and array results agree exactly because both do the same IEEE double oper
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeAlias, runtime_checkable
-
-import numpy as np
-import numpy.typing as npt
+from typing import Any
 
 from servesim.core.errors import ConfigError
 from servesim.core.fields import check_keys, integer, number, require, table
 from servesim.core.registry import lookup
+from servesim.engine.cost_base import (
+    MAX_TIME_MS,
+    CostModel,
+    Count,
+    Seconds,
+    _check_block,
+    _check_not_free,
+    _check_time,
+    _maximum,
+    _ms,
+    _positive_part,
+)
 from servesim.engine.cost_fit import PROFILE_COLUMNS, Fitted, fit_profile, fit_rows
 from servesim.engine.hardware import (
     GPU_PRESETS,
@@ -41,6 +49,7 @@ __all__ = [
     "COST_MODELS",
     "PROFILE_COLUMNS",
     "Affine",
+    "Constant",
     "CostModel",
     "Fitted",
     "PiecewiseLinear",
@@ -51,69 +60,6 @@ __all__ = [
     "fit_rows",
     "make_cost_model",
 ]
-
-Count: TypeAlias = "int | np.integer[Any] | npt.NDArray[np.integer[Any]]"
-Seconds: TypeAlias = "float | npt.NDArray[np.float64]"
-
-
-@runtime_checkable
-class CostModel(Protocol):
-    """What the engine needs from a cost model."""
-
-    @property
-    def uses_context(self) -> bool:
-        """True iff the time depends on ``context_tokens``."""
-        ...
-
-    def iteration_s(self, prefill_tokens: Count, decode_tokens: Count,
-                    context_tokens: Count) -> Seconds:
-        """Return the iteration's duration in seconds (element-wise on arrays)."""
-        ...
-
-    def describe(self) -> dict[str, Any]:
-        """Return the kind and parameters, JSON-able, for the run summary."""
-        ...
-
-
-def _positive_part(x: Any) -> Any:
-    """max(0, x), with np.maximum only for arrays so the scalar path stays plain Python."""
-    if isinstance(x, np.ndarray):
-        return np.maximum(x, 0)
-    return x if x > 0 else 0
-
-
-def _maximum(x: Any, y: Any) -> Any:
-    """max(x, y), with np.maximum only for arrays so the scalar path stays plain Python."""
-    if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
-        return np.maximum(x, y)
-    return x if x >= y else y
-
-
-def _check_time(owner: object, name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
-        raise ConfigError(f"{type(owner).__name__}.{name}", value, "a finite time >= 0 s")
-
-
-def _check_block(owner: object, name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{type(owner).__name__}.{name}", value, "an integer >= 0")
-
-
-def _check_not_free(model: CostModel) -> None:
-    """Raise ConfigError if a one-token batch would take no time (the engine would spin)."""
-    one_prefill = model.iteration_s(1, 0, 0)
-    one_decode = model.iteration_s(0, 1, 1)  # a decoder attends to at least its prompt
-    if not (one_prefill > 0 and one_decode > 0):
-        raise ConfigError(
-            type(model).__name__, model.describe(),
-            f"parameters that give a one-token batch a positive time; got {one_prefill:g} s "
-            f"for one prefill token and {one_decode:g} s for one decode token",
-        )
-
-
-def _ms(seconds: float) -> float:
-    return seconds * 1000.0
-
 
 # Defaults: the paper's fit for CodeLlama-34B on one A100-80GB.
 STAIRCASE_C_MS = 11.28
@@ -212,6 +158,31 @@ class Affine:
                 "decode_ms": _ms(self.decode_s)}
 
 
+@dataclass(frozen=True, slots=True)
+class Constant:
+    """t = time_s for every iteration, whatever the batch holds (a fixed-step engine).
+
+    Raises ConfigError unless MIN_ITERATION_S <= time_s <= MAX_ITERATION_S.
+    """
+
+    time_s: float
+    uses_context: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        _check_time(self, "time_s", self.time_s)
+        _check_not_free(self)
+
+    def iteration_s(self, prefill_tokens: Count, decode_tokens: Count,
+                    context_tokens: Count) -> Seconds:
+        """Return time_s seconds (an array of that shape for array arguments)."""
+        # 0 * (...) costs nothing on ints and broadcasts the result to its shape on arrays.
+        return self.time_s + 0 * (prefill_tokens + decode_tokens + context_tokens)
+
+    def describe(self) -> dict[str, Any]:
+        """Return the config table that rebuilds this model."""
+        return {"kind": "constant", "iteration_ms": _ms(self.time_s)}
+
+
 # Roofline defaults, see the Roofline docstring.
 ROOFLINE_MFU = 0.5
 ROOFLINE_BANDWIDTH_EFFICIENCY = 0.8
@@ -303,7 +274,7 @@ def _spec_table(spec: ModelSpec | GPUSpec) -> dict[str, Any]:
 def _time_s(spec: Mapping[str, Any], key: str, field: str, default_ms: float | None) -> float:
     """Return ``spec[key]`` (milliseconds, >= 0) in seconds; required if there is no default."""
     value = require(spec, key, field) if key in spec or default_ms is None else default_ms
-    return number(value, f"{field}.{key}", low=0) / 1000
+    return number(value, f"{field}.{key}", low=0, high=MAX_TIME_MS) / 1000
 
 
 def _construct(factory: Callable[..., CostModel], spec: Mapping[str, Any], field: str,
@@ -327,6 +298,11 @@ def _piecewise(spec: Mapping[str, Any], field: str, base_dir: Path | None) -> Co
     b0 = integer(require(spec, "b0", field), f"{field}.b0", low=0)
     return _construct(PiecewiseLinear, spec, field, _time_s(spec, "c_ms", field, None),
                       _time_s(spec, "a_ms", field, None), b0)
+
+
+def _constant(spec: Mapping[str, Any], field: str, base_dir: Path | None) -> CostModel:
+    check_keys(spec, field, ("kind", "iteration_ms"))
+    return _construct(Constant, spec, field, _time_s(spec, "iteration_ms", field, None))
 
 
 def _affine(spec: Mapping[str, Any], field: str, base_dir: Path | None) -> CostModel:
@@ -363,6 +339,7 @@ def _fitted(spec: Mapping[str, Any], field: str, base_dir: Path | None) -> CostM
 COST_MODELS: dict[str, Callable[[Mapping[str, Any], str, Path | None], CostModel]] = {
     "staircase": _staircase,
     "piecewise": _piecewise,
+    "constant": _constant,
     "affine": _affine,
     "roofline": _roofline,
     "fitted": _fitted,
@@ -374,8 +351,8 @@ def make_cost_model(spec: Mapping[str, Any], field: str = "engine.cost",
     """Build a cost model from its config table, e.g. ``{ kind = "staircase", c_ms = 11.28 }``.
 
     Kinds: staircase (c_ms, a_ms, b0; all optional), piecewise (c_ms, a_ms per token, b0),
-    affine (d0_ms, d1_ms, decode_ms = 0), roofline (model, gpu, mfu, bandwidth_efficiency,
-    overhead_ms, num_gpus) and fitted (path, relative to ``base_dir``).
+    constant (iteration_ms), affine (d0_ms, d1_ms, decode_ms = 0), roofline (model, gpu, mfu,
+    bandwidth_efficiency, overhead_ms, num_gpus) and fitted (path, relative to ``base_dir``).
 
     Raises ConfigError naming the full field (e.g. ``engine.cost.a_ms``) and the closest valid
     name for an unknown kind or key, a missing or negative value, or an unusable profile;

@@ -7,8 +7,10 @@ among running requests. The FCFS ordering therefore reproduces the plain engine 
 
 Semantics on top of the plain engine (``reference.py``):
 
-- **Predictions.** Drawn once per request, at the start of the run, from the predictor's own
-  stream (``Streams(seed).get("predictor")``), in request (arrival) order. A refining predictor
+- **Predictions.** Drawn once per request, as the engine takes its chunk of requests from the
+  source (``prediction_draws.py``; for the binned and TRAIL predictors, for every request at
+  the start of the run), from the predictor's own stream (``Streams(seed).get("predictor")``),
+  in request (arrival) order; the values do not depend on the chunks. A refining predictor
   (TRAIL's) re-estimates a running request's remaining length every K generated tokens; the
   rank then reads ``generated + predicted remaining`` as the predicted length.
 - **Age** is generated tokens, **size** is output tokens. A waiting request's age is frozen, so
@@ -82,11 +84,12 @@ from servesim.core.errors import ConfigError
 from servesim.core.registry import lookup
 from servesim.engine.config import EngineConfig
 from servesim.engine.ordered_replica import OrderedReplica, fast_supported
-from servesim.engine.prediction_draws import draw, quantize
+from servesim.engine.prediction_draws import Draws, chunkable, quantize
 from servesim.engine.priority import PriorityPreemption
 from servesim.engine.ranked import Columns, Ranked, piece_end
 from servesim.engine.reference import ReferenceStepper, _Req
 from servesim.engine.state import EngineRun, Status
+from servesim.engine.stop import StopFlag
 from servesim.policies.batching import policy_class
 from servesim.policies.ordering import (
     Ordering,
@@ -96,6 +99,7 @@ from servesim.policies.ordering import (
 from servesim.policies.schedule import SkipPredictors
 from servesim.predictors import Predictor, make_predictor
 from servesim.workload.requests import Requests
+from servesim.workload.source import RequestSource
 
 INF = math.inf
 EXTRA_COLUMNS = ("predicted_tokens", "priority_preemptions", "priority_recomputed_tokens",
@@ -123,25 +127,30 @@ class OrderedStepper(Ranked, PriorityPreemption, ReferenceStepper):
     """The plain step loop with a waiting queue in rank order, running requests presented in
     rank order, and priority preemption at admission points (see the module docstring)."""
 
-    def __init__(self, requests: Requests, config: EngineConfig, cost, ordering: Ordering,
-                 predictor: Predictor | None = None, seed: int = 0,
+    def __init__(self, requests: Requests | RequestSource, config: EngineConfig, cost,
+                 ordering: Ordering, predictor: Predictor | None = None, seed: int = 0,
                  record_batches: bool = False, max_preemptions: int | None = None,
                  bit_predictor: Predictor | None = None) -> None:
         super().__init__(requests, config, cost, record_batches)
         self._setup_ranks(ordering, predictor, bit_predictor, max_preemptions)
         self.rising = isinstance(self.rule.base, SPRPTBounce)
         self.running = _Running(self)
-        self._predict(requests, predictor, bit_predictor, seed)
+        self.draws = Draws(ordering, predictor, bit_predictor, seed)
+        if not chunkable(predictor, bit_predictor):
+            self._draw_whole()   # these predictions are drawn for every request at once
         self._dirty = True
         self._dec: list[_Req] = []
         self._pre: list[_Req] = []
         self._due: list[_Req] = []
 
-    def _predict(self, requests: Requests, predictor: Predictor | None,
-                 bit_predictor: Predictor | None, seed: int) -> None:
-        d = draw(requests, self.order, predictor, bit_predictor, seed)
-        self.stream, self.trail_state = d.stream, d.trail_state
-        for r, y, b, f in zip(self.reqs, d.pred0, d.bit, d.full, strict=True):
+    def _extend(self, chunk: Requests) -> None:
+        """Hold the next chunk of requests, with their draws (``prediction_draws``)."""
+        base = len(self.reqs)
+        super()._extend(chunk)
+        d = self.draws
+        d.extend(chunk)
+        for r, y, b, f in zip(self.reqs[base:], d.pred0[base:], d.bit[base:], d.full[base:],
+                              strict=True):
             r.bit, r.full, r.pred0, r.pred = b, f, y, y
             r.considered, r.pcost, r.pserver_s = False, 0.0, 0.0
             r.prio = r.prio_recomputed = 0
@@ -326,7 +335,8 @@ class OrderedStepper(Ranked, PriorityPreemption, ReferenceStepper):
     def _refine(self, rows: list[_Req]) -> None:
         ids = np.array([r.id for r in rows], dtype=np.int64)
         gen = np.array([r.generated for r in rows], dtype=np.int64)
-        remaining = self.refiner.refine(self.trail_state, gen, rows=ids, rng=self.stream)
+        remaining = self.refiner.refine(self.draws.trail_state, gen, rows=ids,
+                                        rng=self.draws.stream)
         nxt = self.refiner.next_refine(gen)
         for r, left, at in zip(rows, quantize(remaining).tolist(), nxt.tolist(), strict=True):
             r.pred = r.generated + left
@@ -337,8 +347,9 @@ class OrderedStepper(Ranked, PriorityPreemption, ReferenceStepper):
     # -- output -------------------------------------------------------------------------------
     def _result(self, t: float, reason: str) -> EngineRun:
         run = super()._result(t, reason)
-        reqs = self.reqs
-        cols = Columns(len(reqs))
+        reqs = self.reqs[:len(run.requests)]
+        cols = Columns()
+        cols.extend(len(reqs))
         for r in reqs:
             cols.store(r)
         cols.add_to(run.requests, [r.pred0 for r in reqs], [r.bit for r in reqs])
@@ -351,7 +362,8 @@ def run_ordered(requests: Requests, config: EngineConfig, cost, ordering: Orderi
                 max_preemptions: int | None = None,
                 bit_predictor: Predictor | Mapping[str, Any] | None = None,
                 stepper: str = "auto", check_invariants: bool = False,
-                progress: Callable[[float], None] | None = None) -> EngineRun:
+                progress: Callable[[float], None] | None = None,
+                stop: StopFlag | None = None) -> EngineRun:
     """Simulate one replica serving ``requests`` in the order ``ordering`` defines.
 
     ``ordering`` is an Ordering or its spec (``"sprpt"``, ``{kind = "trail", c = 0.8}``);
@@ -371,11 +383,13 @@ def run_ordered(requests: Requests, config: EngineConfig, cost, ordering: Orderi
     ``fast_supported`` accepts, on a batching system that plans a decode count rather than
     naming decoders), "reference" this module's stepper, and "auto" the fast one where it
     applies. Both give identical records. ``check_invariants`` checks the fast replica's
-    aggregates every iteration (slow; for tests). ``progress`` is called by the fast replica
-    only.
+    aggregates every iteration (slow; for tests). ``progress`` gets the fraction done now and
+    then; ``stop`` is a flag a signal handler sets (``stop.py``). ``requests`` may be a
+    ``RequestSource``, pulled a chunk at a time (predictions drawn whole pull it all first).
 
     Raises ConfigError for an unknown or unsupported ordering or predictor, a missing predictor,
-    an unknown ``stepper``, or "fast" where it does not apply.
+    an unknown ``stepper``, or "fast" where it does not apply; Interrupted (a KeyboardInterrupt)
+    carrying the records so far if the run is interrupted.
     """
     if not isinstance(ordering, Ordering):
         ordering = make_ordering(ordering, "schedule.order")
@@ -390,8 +404,8 @@ def run_ordered(requests: Requests, config: EngineConfig, cost, ordering: Orderi
     if _use_fast(stepper, config, ordering, predictor, bit_predictor):
         engine = OrderedReplica(*args)
         engine.check = check_invariants
-        return engine.run(until_s, progress, max_in_system)
-    return OrderedStepper(*args).run(until_s, None, max_in_system)
+        return engine.run(until_s, progress, max_in_system, stop)
+    return OrderedStepper(*args).run(until_s, progress, max_in_system, stop)
 
 
 def _use_fast(stepper: str, config: EngineConfig, ordering: Ordering,

@@ -46,7 +46,7 @@ from sortedcontainers import SortedList
 
 from servesim.core.errors import ConfigError
 from servesim.engine.config import EngineConfig
-from servesim.engine.prediction_draws import draw, quantize
+from servesim.engine.prediction_draws import Draws, chunkable, quantize
 from servesim.engine.priority import PriorityPreemption
 from servesim.engine.rank_queues import RankedPrefills
 from servesim.engine.ranked import Columns, Ranked, piece_end
@@ -55,6 +55,7 @@ from servesim.engine.state import EngineRun, Status
 from servesim.policies.ordering import Aging, Ordering, Segment, SPRPTBounce
 from servesim.predictors import Predictor
 from servesim.workload.requests import Requests
+from servesim.workload.source import RequestSource
 
 INF = math.inf
 
@@ -99,8 +100,8 @@ def _worst_first(key: tuple) -> tuple:
 class OrderedReplica(Ranked, PriorityPreemption, Replica):
     """The fast replica with an ordering (see the module docstring)."""
 
-    def __init__(self, requests: Requests, config: EngineConfig, cost, ordering: Ordering,
-                 predictor: Predictor | None = None, seed: int = 0,
+    def __init__(self, requests: Requests | RequestSource, config: EngineConfig, cost,
+                 ordering: Ordering, predictor: Predictor | None = None, seed: int = 0,
                  record_batches: bool = False, max_preemptions: int | None = None,
                  bit_predictor: Predictor | None = None) -> None:
         super().__init__(requests, config, cost, record_batches)
@@ -108,9 +109,10 @@ class OrderedReplica(Ranked, PriorityPreemption, Replica):
             raise ConfigError("schedule.order", ordering.name, "an ordering whose ranks do not "
                               "rise with age (run it on the ordered stepper)")
         self._setup_ranks(ordering, predictor, bit_predictor, max_preemptions)
-        self.draws = draw(requests, ordering, predictor, bit_predictor, seed)
-        self.arrivals = requests.arrival_s.tolist()
-        self.columns = Columns(self.n)
+        self.draws = Draws(ordering, predictor, bit_predictor, seed)
+        if not chunkable(predictor, bit_predictor):
+            self._draw_whole()   # these predictions are drawn for every request at once
+        self.columns = Columns()
         self.lists = {w: SortedList() for w in ("pf", "head", "tail")}
         self.victims = {w: SortedList() for w in ("pf", "head", "tail")}
         self.head, self.tail = self.lists["head"], self.lists["tail"]
@@ -120,6 +122,11 @@ class OrderedReplica(Ranked, PriorityPreemption, Replica):
         self.admissions = itertools.count()
         self.events: list[tuple[int, int, int, _OR]] = []   # (tick, seq, stamp, request)
         self._starting = False
+
+    def _extend(self, chunk: Requests) -> None:
+        super()._extend(chunk)
+        self.draws.extend(chunk)
+        self.columns.extend(len(chunk))
 
     def request_type(self, i: int, prompt: int, output: int) -> _OR:
         r = _OR(i, prompt, output)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from array import array
 from typing import Any
 
 import numpy as np
@@ -34,13 +35,22 @@ def piece_end(s: Segment, generated: int) -> float:
 
 
 class Columns:
-    """The ordered engines' per-request record columns, filled as requests are stored (a
-    request that never entered the system keeps zeros)."""
+    """The ordered engines' per-request record columns, grown a chunk of requests at a time
+    (``extend``) and filled as requests are stored (a request that never entered the system
+    keeps zeros)."""
 
-    def __init__(self, n: int) -> None:
-        self.prio, self.prio_recomputed = np.zeros(n, np.int64), np.zeros(n, np.int64)
-        self.expensive = np.zeros(n, bool)
-        self.pcost, self.pserver_s = np.zeros(n), np.zeros(n)
+    def __init__(self) -> None:
+        self.prio, self.prio_recomputed = array("q"), array("q")
+        self.expensive = bytearray()
+        self.pcost, self.pserver_s = array("d"), array("d")
+
+    def extend(self, m: int) -> None:
+        """Room for ``m`` more requests."""
+        for ints in (self.prio, self.prio_recomputed):
+            ints.extend(array("q", bytes(8 * m)))
+        self.expensive.extend(bytes(m))
+        for floats in (self.pcost, self.pserver_s):
+            floats.extend(array("d", bytes(8 * m)))
 
     def store(self, r: Any) -> None:
         i = r.id
@@ -49,15 +59,25 @@ class Columns:
         self.pcost[i], self.pserver_s[i] = r.pcost, r.pserver_s
 
     def add_to(self, df: pd.DataFrame, pred0: list[float], bit: list[float]) -> None:
-        """Add the columns to the request table ``df``, with every request's initial
-        prediction and cheap bit."""
-        df["predicted_tokens"] = np.array(pred0, dtype=np.float64)
-        df["priority_preemptions"] = self.prio
-        df["priority_recomputed_tokens"] = self.prio_recomputed
-        df["cheap_bit"] = np.array(bit, dtype=np.float64)
-        df["expensive_prediction"] = self.expensive
-        df["prediction_cost"] = self.pcost
-        df["prediction_server_s"] = self.pserver_s
+        """Add the columns to the request table ``df`` (its rows are the first requests held),
+        with the requests' initial predictions and cheap bits."""
+        k = len(df)
+
+        def first(values, dtype) -> np.ndarray:
+            if not k:
+                return np.empty(0, dtype)
+            if isinstance(values, list):
+                return np.array(values[:k], dtype=dtype)
+            code = "b" if isinstance(values, bytearray) else values.typecode
+            return np.frombuffer(values, dtype=code)[:k].astype(dtype)
+
+        df["predicted_tokens"] = first(pred0, np.float64)
+        df["priority_preemptions"] = first(self.prio, np.int64)
+        df["priority_recomputed_tokens"] = first(self.prio_recomputed, np.int64)
+        df["cheap_bit"] = first(bit, np.float64)
+        df["expensive_prediction"] = first(self.expensive, bool)
+        df["prediction_cost"] = first(self.pcost, np.float64)
+        df["prediction_server_s"] = first(self.pserver_s, np.float64)
 
 
 class Ranked:

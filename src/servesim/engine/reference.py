@@ -14,6 +14,7 @@ import pandas as pd
 
 from servesim.core.errors import SimulationError
 from servesim.engine.config import EngineConfig
+from servesim.engine.intake import Intake
 from servesim.engine.state import (
     ITERATION_COLUMNS,
     STATUS_NAMES,
@@ -22,8 +23,12 @@ from servesim.engine.state import (
     check_transition,
     iteration_frame,
 )
+from servesim.engine.stop import StopFlag
 from servesim.policies.batching import make_policy
 from servesim.workload.requests import Requests
+from servesim.workload.source import RequestSource
+
+_PROGRESS_EVERY = 1024   # iterations between progress calls; each is slower than the fast one's
 
 
 class _Req:
@@ -51,17 +56,19 @@ class _Req:
         self.status = new
 
 
-class ReferenceStepper:
+class ReferenceStepper(Intake):
     """The plain step loop; also the view its policy reads."""
 
-    def __init__(self, requests: Requests, config: EngineConfig, cost,
+    def __init__(self, requests: Requests | RequestSource, config: EngineConfig, cost,
                  record_batches: bool = False) -> None:
         self.cfg = config
         self.cost = cost
         self.policy = make_policy(config.batching)
+        self._setup_intake(requests)
         prepare = getattr(self.policy, "prepare", None)
         if prepare is not None:
-            prepare(config, requests)
+            # The policy reads the whole workload before its first plan (WAIT's thresholds).
+            prepare(config, self._draw_whole())
         kv = config.kv
         self.budget = config.token_budget
         self.max_batch = config.max_batch_size
@@ -70,10 +77,7 @@ class ReferenceStepper:
         self.watermark_blocks = kv.watermark_blocks
         self.free_blocks = kv.blocks
         self.host_free = kv.host_blocks
-        self.class_names = np.asarray(requests.class_names, dtype=object)[requests.class_id]
-        self.reqs = [_Req(i, float(a), int(p), int(d)) for i, (a, p, d) in enumerate(
-            zip(requests.arrival_s, requests.prompt_tokens, requests.output_tokens,
-                strict=True))]
+        self.reqs: list[_Req] = []     # the requests pulled so far, by id
         self.queue: deque[_Req] = deque()
         self.swapped: deque[_Req] = deque()
         self.running: list[_Req] = []
@@ -137,8 +141,16 @@ class ReferenceStepper:
             raise SimulationError(f"running totals {kept} != recomputed {found}")
 
     # -- setup --------------------------------------------------------------------------
+    def _extend(self, chunk: Requests) -> None:
+        """Hold the next chunk of requests (none arrived yet)."""
+        base = len(self.reqs)
+        self.reqs.extend(_Req(base + j, a, p, d) for j, (a, p, d) in enumerate(
+            zip(chunk.arrival_s.tolist(), chunk.prompt_tokens.tolist(),
+                chunk.output_tokens.tolist(), strict=True)))
+
     def start_decoding(self, i: int) -> None:
         """Put request ``i`` in the engine at its arrival, prefill already done (for tests)."""
+        self._pull_through(i)
         r = self.reqs[i]
         r.move(Status.WAITING)
         r.move(Status.RUNNING)
@@ -149,17 +161,28 @@ class ReferenceStepper:
         self._count(r, 1)
 
     # -- the loop -------------------------------------------------------------------------
-    def run(self, until_s: float | None = None,
-            progress: Callable[[float], None] | None = None,
-            max_in_system: int | None = None) -> EngineRun:
+    def _loop(self, until_s: float | None, progress: Callable[[float], None] | None,
+              max_in_system: int | None, flag: StopFlag) -> tuple[float, str]:
+        """The run (``Intake.run`` guards it): returns the end time and the stop reason."""
         t = 0.0
+        more = self._pull() if self.n == 0 else True
         n = len(self.reqs)
         nxt = self._next_pending(0)
         reason = "drained"
+        iters = 0
         while True:
-            while nxt < n and self.reqs[nxt].arrival <= t:
-                self._arrive(self.reqs[nxt])
-                nxt = self._next_pending(nxt + 1)
+            self.now = t
+            if flag.signum is not None:
+                reason = "interrupted"
+                break
+            while True:
+                while nxt < n and self.reqs[nxt].arrival <= t:
+                    self._arrive(self.reqs[nxt])
+                    nxt = self._next_pending(nxt + 1)
+                if nxt < n or not more:
+                    break
+                more = self._pull()   # every request held has arrived: take the next chunk
+                n = len(self.reqs)
             in_system = len(self.running) + len(self.queue) + len(self.swapped)
             if max_in_system is not None and in_system > max_in_system:
                 reason = "max_in_system"
@@ -182,7 +205,12 @@ class ReferenceStepper:
                 t = self.reqs[nxt].arrival
                 continue
             t = t + dur
-        return self._result(t, reason)
+            iters += 1
+            if progress is not None and iters % _PROGRESS_EVERY == 0:
+                progress(max(self._fraction(nxt),
+                             0.0 if until_s is None else min(t / until_s, 1.0)))
+        self.unarrived = nxt < n or more
+        return t, reason
 
     def _next_pending(self, i: int) -> int:
         """The first request from ``i`` on that has not entered (tests start some early)."""
@@ -356,13 +384,19 @@ class ReferenceStepper:
             rows[key].append(val)
 
     def _result(self, t: float, reason: str) -> EngineRun:
-        reqs = self.reqs
+        # The records end at the last request that entered; later ones had not arrived.
+        k = len(self.reqs)
+        while k and self.reqs[k - 1].status == Status.PENDING:
+            k -= 1
+        reqs = self.reqs[:k]
+        names = np.asarray(self.class_names, dtype=object)
         first = [r.token_times[0] if r.token_times else np.nan for r in reqs]
         gaps = [float(np.max(np.diff(r.token_times))) if len(r.token_times) > 1 else np.nan
                 for r in reqs]
         frame = pd.DataFrame({
             "id": np.arange(len(reqs), dtype=np.int64),
-            "class": self.class_names,
+            "class": names[np.frombuffer(self.class_ids, dtype=np.int32)[:k]] if k
+            else np.array([], dtype=object),
             "arrival_s": [r.arrival for r in reqs],
             "prompt_tokens": np.array([r.prompt for r in reqs], dtype=np.int64),
             "output_tokens": np.array([r.output for r in reqs], dtype=np.int64),
@@ -377,5 +411,5 @@ class ReferenceStepper:
             "max_token_gap_s": gaps,
         })
         done = sum(r.status in (Status.FINISHED, Status.REJECTED) for r in reqs)
-        return EngineRun(frame, iteration_frame(self.rows), t, done < len(reqs), self.batches,
-                         reason)
+        early = done < k or k < len(self.reqs) or self.unarrived
+        return EngineRun(frame, iteration_frame(self.rows), t, early, self.batches, reason)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ import pandas as pd
 
 from servesim.core.errors import ConfigError, SimulationError
 from servesim.engine.config import EngineConfig
+from servesim.engine.intake import Intake
 from servesim.engine.reference import ReferenceStepper
 from servesim.engine.state import (
     ITERATION_COLUMNS,
@@ -40,9 +42,11 @@ from servesim.engine.state import (
     check_transition,
     iteration_frame,
 )
+from servesim.engine.stop import StopFlag
 from servesim.engine.token_times import token_times
 from servesim.policies.batching import make_policy, policy_class
 from servesim.workload.requests import Requests
+from servesim.workload.source import RequestSource
 
 _PROGRESS_EVERY = 4096
 
@@ -75,12 +79,12 @@ class _R:
         self.swapped_bytes = 0
 
 
-class Replica:
+class Replica(Intake):
     """One engine replica; it is also the read-only view its policy plans from."""
 
     request_type = _R
 
-    def __init__(self, requests: Requests, config: EngineConfig, cost,
+    def __init__(self, requests: Requests | RequestSource, config: EngineConfig, cost,
                  record_batches: bool = False) -> None:
         kv = config.kv
         if policy_class(config.batching).explicit_decoders:
@@ -88,7 +92,7 @@ class Replica:
                               "a policy the fast replica runs (this one names its decoders; "
                               "use run_engine, which runs it on the reference stepper)")
         self.cfg, self.cost, self.policy = config, cost, make_policy(config.batching)
-        self.spec = requests
+        self._setup_intake(requests)
         self.budget = config.token_budget
         self.max_batch = config.max_batch_size
         self.chunk_limit = config.chunk_limit
@@ -97,14 +101,15 @@ class Replica:
         self.free_blocks = kv.blocks
         self.host_free = kv.host_blocks
         self.limit = config.length_limits
-        self.n = len(requests)
         self.capacity = kv.blocks
-        # Plain lists: indexing them is several times cheaper than numpy scalar access.
-        self.prompts = requests.prompt_tokens.tolist()
-        self.outputs = requests.output_tokens.tolist()
-        self.status = np.zeros(self.n, np.int8)
-        self.out = {k: np.full(self.n, np.nan) for k in ("admitted_s", "finish_s")}
-        self.counts = {k: np.zeros(self.n, np.int64) for k in
+        # Per-request state of the requests pulled so far, grown a chunk at a time (``_extend``).
+        # Plain lists and arrays: indexing them is several times cheaper than numpy scalar access.
+        self.arrivals: list[float] = []
+        self.prompts: list[int] = []
+        self.outputs: list[int] = []
+        self.status = bytearray()                  # Status per request; 0 is PENDING
+        self.out = {k: array("d") for k in ("admitted_s", "finish_s")}
+        self.counts = {k: array("q") for k in
                        ("generated", "preemptions", "recomputed", "swapped_bytes")}
         self.queue: deque[_R] = deque()
         self.waiting: deque[_R] | tuple = self.queue
@@ -147,15 +152,28 @@ class Replica:
         self.preempted = False                     # a preemption happened this iteration
 
     # -- setup ---------------------------------------------------------------------------
+    def _extend(self, chunk: Requests) -> None:
+        """Grow the per-request state by the next chunk of requests (none arrived yet)."""
+        m = len(chunk)
+        self.arrivals.extend(chunk.arrival_s.tolist())
+        self.prompts.extend(chunk.prompt_tokens.tolist())
+        self.outputs.extend(chunk.output_tokens.tolist())
+        self.status.extend(bytes(m))
+        for values in self.out.values():
+            values.extend(array("d", [math.nan]) * m)
+        for values in self.counts.values():
+            values.extend(array("q", bytes(8 * m)))
+
     def start_decoding(self, i: int) -> None:
         """Put request ``i`` in the engine at its arrival, prefill already done (for tests)."""
+        self._pull_through(i)
         self.started.add(i)
         r = self._arrive(i)
         if r is None:
             raise ConfigError("start_decoding", i, "a request the engine admits (this one is "
                               "longer than the engine's length limits)")
         self.queue.remove(r)
-        self._admit(r, float(self.spec.arrival_s[i]))
+        self._admit(r, self.arrivals[i])
         self._advance_prefill(r, r.need)
 
     def _next_pending(self, i: int) -> int:
@@ -165,19 +183,29 @@ class Replica:
         return i
 
     # -- the loop --------------------------------------------------------------------------
-    def run(self, until_s: float | None = None,
-            progress: Callable[[float], None] | None = None,
-            max_in_system: int | None = None) -> EngineRun:
-        arrivals = self.spec.arrival_s.tolist()
+    def _loop(self, until_s: float | None, progress: Callable[[float], None] | None,
+              max_in_system: int | None, flag: StopFlag) -> tuple[float, str]:
+        """The run (``Intake.run`` guards it): returns the end time and the stop reason."""
+        arrivals = self.arrivals
+        more = self._pull() if self.n == 0 else True
         n, t, iters = self.n, 0.0, 0
         nxt = self._next_pending(0)
         stop = float("inf") if until_s is None else until_s
-        cap = n + 1 if max_in_system is None else max_in_system
+        cap = float("inf") if max_in_system is None else max_in_system
         reason = "drained"
         while True:
-            while nxt < n and arrivals[nxt] <= t:
-                self._arrive(nxt)
-                nxt = self._next_pending(nxt + 1)
+            self.now = t
+            if flag.signum is not None:
+                reason = "interrupted"
+                break
+            while True:
+                while nxt < n and arrivals[nxt] <= t:
+                    self._arrive(nxt)
+                    nxt = self._next_pending(nxt + 1)
+                if nxt < n or not more:
+                    break
+                more = self._pull()   # every request held has arrived: draw the next chunk
+                n = self.n
             if self.in_system > cap:
                 reason = "max_in_system"
                 break
@@ -206,8 +234,10 @@ class Replica:
             if iters % _PROGRESS_EVERY == 0:
                 self._flush_rows()   # numpy rows take a tenth of the memory of tuples
                 if progress is not None:
-                    progress(max(nxt / n, 0.0 if until_s is None else min(t / until_s, 1.0)))
-        return self._result(t, reason)
+                    progress(max(self._fraction(nxt),
+                                 0.0 if until_s is None else min(t / until_s, 1.0)))
+        self.unarrived = nxt < n or more
+        return t, reason
 
     def _arrive(self, i: int) -> _R:
         p, d = self.prompts[i], self.outputs[i]
@@ -704,32 +734,43 @@ class Replica:
             self._store(r)
         for r in (*self.queue, *self.swapped):
             self._store(r)
+        # The records end at the last request that entered; later ones had not arrived.
+        k = len(self.status.rstrip(b"\0"))
         first, gaps = token_times(np.frombuffer(self.tick_end, dtype=np.float64),
-                                   np.frombuffer(self.segs, dtype=np.int64).reshape(-1, 3), self.n)
-        spec = self.spec
-        names = np.asarray(spec.class_names, dtype=object)
+                                  np.frombuffer(self.segs, dtype=np.int64).reshape(-1, 3), k)
+        status = np.frombuffer(bytes(self.status[:k]), dtype=np.int8)
+        names = np.asarray(self.class_names, dtype=object)
+
+        def column(values, dtype) -> np.ndarray:
+            if isinstance(values, array):
+                held = np.frombuffer(values, dtype=values.typecode) if k else np.empty(0)
+                return held[:k].astype(dtype)
+            return np.array(values[:k] if k < len(values) else values, dtype=dtype)
+
         frame = pd.DataFrame({
-            "id": np.arange(self.n, dtype=np.int64),
-            "class": names[spec.class_id] if self.n else np.array([], dtype=object),
-            "arrival_s": spec.arrival_s,
-            "prompt_tokens": spec.prompt_tokens.astype(np.int64),
-            "output_tokens": spec.output_tokens.astype(np.int64),
-            "status": np.array([STATUS_NAMES[s] for s in Status], dtype=object)[self.status],
-            "admitted_s": self.out["admitted_s"],
+            "id": np.arange(k, dtype=np.int64),
+            "class": names[column(self.class_ids, np.int64)] if k
+            else np.array([], dtype=object),
+            "arrival_s": column(self.arrivals, np.float64),
+            "prompt_tokens": column(self.prompts, np.int64),
+            "output_tokens": column(self.outputs, np.int64),
+            "status": np.array([STATUS_NAMES[s] for s in Status], dtype=object)[status],
+            "admitted_s": column(self.out["admitted_s"], np.float64),
             "first_token_s": first,
-            "finish_s": self.out["finish_s"],
-            "generated_tokens": self.counts["generated"],
-            "preemptions": self.counts["preemptions"],
-            "recomputed_tokens": self.counts["recomputed"],
-            "swapped_bytes": self.counts["swapped_bytes"],
+            "finish_s": column(self.out["finish_s"], np.float64),
+            "generated_tokens": column(self.counts["generated"], np.int64),
+            "preemptions": column(self.counts["preemptions"], np.int64),
+            "recomputed_tokens": column(self.counts["recomputed"], np.int64),
+            "swapped_bytes": column(self.counts["swapped_bytes"], np.int64),
             "max_token_gap_s": gaps,
         })
         self._flush_rows()
         blocks = self.row_blocks or [np.zeros((0, len(ITERATION_COLUMNS)))]
         rows = np.concatenate(blocks)
         iters = iteration_frame({c: rows[:, j] for j, c in enumerate(ITERATION_COLUMNS)})
-        done = int(np.isin(self.status, (Status.FINISHED, Status.REJECTED)).sum())
-        return EngineRun(frame, iters, t, done < self.n, self.batches, reason)
+        done = int(np.isin(status, (Status.FINISHED, Status.REJECTED)).sum())
+        early = done < k or k < self.n or self.unarrived
+        return EngineRun(frame, iters, t, early, self.batches, reason)
 
 
 def _stale(entry: tuple[int, int, _R]) -> bool:
@@ -744,8 +785,10 @@ STEPPERS = {"fast": Replica, "reference": ReferenceStepper}
 def run_engine(requests: Requests, config: EngineConfig, cost, *, until_s: float | None = None,
                progress: Callable[[float], None] | None = None, stepper: str = "fast",
                start_decoding: Sequence[int] = (), record_batches: bool = False,
-               check_invariants: bool = False, max_in_system: int | None = None) -> EngineRun:
-    """Simulate one replica serving ``requests``.
+               check_invariants: bool = False, max_in_system: int | None = None,
+               stop: StopFlag | None = None) -> EngineRun:
+    """Simulate one replica serving ``requests`` (a ``Requests`` or a ``RequestSource`` whose
+    chunks are drawn as the clock reaches them).
 
     Args:
         until_s: no iteration starts at or after this time, seconds (None: until all finish).
@@ -757,9 +800,11 @@ def run_engine(requests: Requests, config: EngineConfig, cost, *, until_s: float
         check_invariants: verify the fast replica's aggregates after every iteration (slow).
         max_in_system: stop as soon as more requests than this are in the system (waiting,
             running or swapped), so an overloaded run ends bounded in time and memory.
+        stop: a flag a signal handler sets; the run then stops at the next iteration boundary.
 
     Raises:
-        ConfigError if ``stepper`` is unknown.
+        ConfigError if ``stepper`` is unknown; Interrupted (a KeyboardInterrupt) carrying the
+        records so far if the run is interrupted (``stop.py``).
     """
     from servesim.core.registry import lookup
 
@@ -772,4 +817,4 @@ def run_engine(requests: Requests, config: EngineConfig, cost, *, until_s: float
     for i in start_decoding:
         engine.start_decoding(i)
     engine.check = check_invariants
-    return engine.run(until_s, progress, max_in_system)
+    return engine.run(until_s, progress, max_in_system, stop)

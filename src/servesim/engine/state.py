@@ -63,8 +63,9 @@ class EngineRun:
         stopped_early: True if some request neither finished nor was rejected.
         batches: per iteration, the (request id, "p" or "d", tokens) triples; only when asked.
         stop_reason: "drained" (every request finished or was rejected), "time" (the stop time
-            was reached) or "max_in_system" (the cap on requests in the system was exceeded,
-            the mark of an overloaded run).
+            was reached), "max_in_system" (the cap on requests in the system was exceeded,
+            the mark of an overloaded run) or "interrupted" (SIGINT, SIGTERM or Ctrl-C;
+            ``stop.py``). ``requests`` then holds the requests that had arrived.
     """
 
     requests: pd.DataFrame

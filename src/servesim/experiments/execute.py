@@ -9,7 +9,9 @@ Executors yield ``PointResult``s as points finish, in any order:
   their tables and the parent writes them, since a cluster node may not share the parent's
   disk.
 
-Whatever the executor, only this process writes the catalogue, one row per finished point,
+Only one sweep at a time runs into a folder (``folder_lock``), and a point counts as finished
+only if its files match the sizes and hashes in its ``point.json`` (``integrity``). Whatever
+the executor, only this process writes the catalogue, one row per finished point,
 after the point's files are in place. A catalogue that another process keeps locked during the
 sweep costs nothing: the records wait in the points' folders, and the final message says that
 the next run adds them. Results do not depend on the executor: each point is a
@@ -29,9 +31,13 @@ from typing import Any
 from servesim.core.errors import ConfigError
 from servesim.core.registry import lookup
 from servesim.experiments import store
+from servesim.experiments.folder_lock import sweep_lock
+from servesim.experiments.integrity import file_problem
 from servesim.experiments.runner import (
     PointError,
     PointResult,
+    describe,
+    point_dir,
     read_record,
     run_point,
     write_point,
@@ -93,20 +99,33 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, executor: str = "local",
     ``out_dir/sweep.json`` records this sweep's point ids. If it held a different sweep (the
     file was edited since), the run goes on and ``notice`` gets one line saying so: the earlier
     points stay on disk and in the catalogue, but the views and the report now cover this
-    sweep's points only.
+    sweep's points only. A point counts as finished only if its files match the sizes and
+    hashes in its ``point.json``; a damaged one is run again, and ``notice`` gets one line
+    naming it and the file.
 
-    Raises ConfigError for an unknown executor, a bad worker count, or a catalogue that cannot
-    be opened or written (finished points stay in their folders); PointError (one line, naming
-    the point) if a point fails; finished points stay recorded either way.
+    The sweep holds ``out_dir/sweep.lock`` while it runs (``folder_lock``), so two sweeps never
+    run into one folder at once.
+
+    Raises SweepBusyError (one line, the other sweep's pid) if another sweep is running into
+    ``out_dir``; ConfigError for an unknown executor, a bad worker count, or a catalogue that
+    cannot be opened or written (finished points stay in their folders); PointError (one
+    line, naming the point) if a point fails; finished points stay recorded either way.
     """
     run = lookup(EXECUTORS, executor, "--executor")
     if workers is not None and workers < 1:
         raise ConfigError("--workers", workers, "an integer >= 1")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    known = finished_ids(out)
+    with sweep_lock(out, notice):
+        return _run_locked(sweep, out, run, workers, address, progress, notice)
+
+
+def _run_locked(sweep: Sweep, out: Path, run: Callable[..., Iterator[PointResult]],
+                workers: int | None, address: str | None, progress: Progress | None,
+                notice: Notice | None) -> SweepRun:
+    """``run_sweep`` once this process holds the folder's sweep lock."""
     pending: list[dict[str, Any]] = []
-    done_ids = known | _recover(sweep, out, known, pending)
+    done_ids = _recover(sweep, out, finished_ids(out), pending, notice)
     previous = write_sweep_file(out, sweep.name, [p.point_id for p in sweep.points])
     if previous is not None and notice is not None:
         notice(f"note: {out} held another version of this sweep (fingerprint {previous}); its "
@@ -125,7 +144,8 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, executor: str = "local",
                                        start=1):
             point = by_id[result.point_id]
             if result.error is not None:
-                raise PointError(f"point {point.point_id} ({_describe(point)}): {result.error}")
+                what = describe(point.params, point.seed)
+                raise PointError(f"point {point.point_id} ({what}): {result.error}")
             if result.frames is not None:
                 write_point(out, result)
             pending.append(result.record)
@@ -167,23 +187,34 @@ def _flush(out: Path, records: list[dict[str, Any]], wait_s: float) -> Exception
 
 
 def _recover(sweep: Sweep, out: Path, known: set[str],
-             pending: list[dict[str, Any]] | None = None) -> set[str]:
-    """Catalogue the points that finished (left ``point.json``) but were not yet recorded;
-    return their ids. If another process holds the catalogue and ``pending`` is given, the
-    records join ``pending`` for the sweep's later writes instead."""
-    records = [r for p in sweep.points if p.point_id not in known
-               for r in [read_record(out, p.point_id)] if r is not None]
+             pending: list[dict[str, Any]] | None = None,
+             notice: Notice | None = None) -> set[str]:
+    """The ids of the sweep's points that are finished, with every file matching its
+    ``point.json``; catalogue those not yet recorded (``known`` holds the recorded ids).
+
+    A point whose files do not match is left to run again, and ``notice`` gets one line
+    naming it and the file. If another process holds the catalogue and ``pending`` is given,
+    the records join ``pending`` for the sweep's later writes instead.
+    """
+    done: set[str] = set()
+    records = []
+    for point in sweep.points:
+        record = read_record(out, point.point_id)
+        problem = (("point.json", "is missing or unreadable") if record is None
+                   else file_problem(point_dir(out, point.point_id), record))
+        if problem is None:
+            done.add(point.point_id)
+            if point.point_id not in known:
+                records.append(record)
+        elif notice is not None and (record is not None or point.point_id in known):
+            notice(f"point {point.point_id} ({describe(point.params, point.seed)}): "
+                   f"{problem[0]} {problem[1]}; rerunning")
     error = _flush(out, records, store.LOCK_WAIT_S)
     if error is not None:
         if pending is None or not is_lock_error(error):
             raise catalog_error(out, error)
         pending.extend(records)
-    return {r["point_id"] for r in records}
-
-
-def _describe(point: Point) -> str:
-    parts = [f"{k}={v!r}" for k, v in point.params.items()]
-    return ", ".join([*parts, f"seed={point.seed}"])
+    return done
 
 
 # -- executors ----------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ import pandas as pd
 from servesim.core.errors import ServesimError
 from servesim.experiments.sweep import Point
 
-__all__ = ["METRIC_COLUMNS", "POINT_RECORD", "PointError", "PointResult", "read_record",
-           "run_point", "write_point"]
+__all__ = ["METRIC_COLUMNS", "POINT_RECORD", "PointError", "PointResult", "describe",
+           "point_dir", "read_record", "run_point", "write_point"]
 
 POINT_RECORD = "point.json"
 
@@ -115,13 +115,16 @@ def run_point(point: Point, base_dir: str | None, out_dir: str | None,
 
 
 def write_point(out_dir: str | Path, result: PointResult) -> None:
-    """Write a point's tables and summary, then ``point.json`` (its catalogue record) last:
-    a folder holding ``point.json`` holds a finished point."""
-    from servesim.experiments.outputs import atomic_write, write_frames
+    """Write a point's tables and summary, then ``point.json`` (its catalogue record, with each
+    file's size and hash) last: a folder whose files match its ``point.json`` holds a finished
+    point."""
+    from servesim.experiments.integrity import FILES_KEY, digest_files
+    from servesim.experiments.outputs import OUTPUT_FILES, atomic_write, write_frames
 
     assert result.frames is not None
     folder = point_dir(out_dir, result.point_id)
     write_frames(*result.frames, folder)
+    result.record[FILES_KEY] = digest_files(folder, OUTPUT_FILES)
     text = json.dumps(result.record, default=str)
     atomic_write(folder / POINT_RECORD, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     result.frames = None
@@ -135,6 +138,11 @@ def read_record(out_dir: str | Path, point_id: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return record if record.get("point_id") == point_id else None
+
+
+def describe(params: dict[str, Any], seed: Any) -> str:
+    """A point's axis values and seed as ``engine.batching='orca', load=0.9, seed=2``."""
+    return ", ".join([*(f"{k}={v!r}" for k, v in params.items()), f"seed={seed}"])
 
 
 def _row(point: Point, scenario: Any, result: Any, wall_s: float) -> dict[str, Any]:

@@ -4,8 +4,10 @@ Layout of a sweep folder ``DIR``:
 
 - ``DIR/points/point_id=<id>/``: the point's ``summary.json``, ``requests.parquet`` and
   ``iterations.parquet`` (written by ``experiments.outputs``), then ``point.json``, its catalogue
-  record, last. A folder with ``point.json`` holds a finished point; one without it belongs to a
-  point that was in flight when a sweep stopped, and the next run simulates it again.
+  record with each file's size and hash, last. A folder whose files match its ``point.json``
+  holds a finished point; any other (a point in flight when a sweep stopped, or a damaged
+  file) is simulated again by the next run.
+- ``DIR/sweep.lock``: held by the sweep running into ``DIR`` (``folder_lock``).
 - ``DIR/sweep.json``: the sweep that last ran into ``DIR``: its name, the ids of its points and
   a fingerprint of that list. Points of an earlier version of the sweep (one whose file has since
   changed) stay on disk and in the catalogue, but the views show only the current sweep's
@@ -16,13 +18,14 @@ Layout of a sweep folder ``DIR``:
   sweep runs. A record not yet in the catalogue when a sweep stopped is added from its
   ``point.json`` by the next run, without simulating the point again.
 
-``query`` opens the catalogue read-only and exposes the views ``points`` (the catalogue with
-one column per sweep parameter, dots in names turned into underscores), ``requests`` and
-``iterations`` (every finished point's rows, with ``point_id``).
+``query`` copies the catalogue's rows into memory through a read-only attachment, and exposes
+the views ``points`` (the catalogue with one column per sweep parameter, dots in names turned
+into underscores), ``requests`` and ``iterations`` (every finished point's rows, with
+``point_id``); it runs only statements that read (``sql_guard``).
 
 A catalogue that cannot be opened (another process holds its lock past ``LOCK_WAIT_S``, or the
-file is damaged) is a one-line ConfigError, never a traceback; the finished points themselves
-stay safe in their folders, and a damaged catalogue is rebuilt from them by the next run.
+file is damaged) is a one-line ConfigError, never a traceback; a damaged catalogue is rebuilt
+from the points' folders by the next run. A damaged Parquet file is named with its point.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from servesim.core.errors import ConfigError
+from servesim.experiments.integrity import damage_error, find_damage
 from servesim.experiments.runner import METRIC_COLUMNS
+from servesim.experiments.sql_guard import ALLOWED, reader_config, refused_statement
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -218,14 +223,21 @@ def query(out_dir: str | Path, sql: str, every_point: bool = False) -> pd.DataFr
     ``iterations`` (each finished point's Parquet rows with a ``point_id`` column; empty views
     with only ``point_id`` when no point has finished). They cover the points of the sweep
     that last ran into ``out_dir``, or with ``every_point`` every catalogued point, earlier
-    versions of the sweep included.
+    versions of the sweep included. Only statements that read run (``sql_guard``).
 
-    Raises ConfigError if ``out_dir`` holds no readable catalogue, the SQL fails (the
-    database's message, on one line) or returns no rows at all (an empty or comment-only
-    text, a statement that is not a query).
+    Raises ConfigError if ``out_dir`` holds no readable catalogue, a point's file is damaged
+    (naming the point and the file), the SQL fails (the database's message, on one line),
+    holds a statement that could change something (``DROP``, ``COPY ... TO``, ``ATTACH``,
+    ``SET``, ...), or returns no rows at all (an empty or comment-only text).
     """
     import duckdb
 
+    try:
+        refused = refused_statement(sql)
+    except duckdb.Error as e:
+        raise _sql_error(sql, e) from None
+    if refused is not None:
+        raise ConfigError("sql", one_line(refused, 80), ALLOWED)
     con = open_views(out_dir, every_point=every_point)
     try:
         result = con.execute(sql)
@@ -234,17 +246,39 @@ def query(out_dir: str | Path, sql: str, every_point: bool = False) -> pd.DataFr
                               "SELECT * FROM points")
         return result.df()
     except duckdb.Error as e:
-        raise ConfigError("sql", one_line(sql, 80), f"a query DuckDB accepts ("
-                          f"{one_line(str(e), 300)})") from None
+        raise _read_error(out_dir, e, _sql_error(sql, e)) from None
     finally:
         con.close()
 
 
-def open_views(out_dir: str | Path, every_point: bool = False):
-    """An in-memory DuckDB connection with the sweep's catalogue attached and the views set up
-    (``every_point`` as in ``query``).
+def _sql_error(sql: str, error: Exception) -> ConfigError:
+    return ConfigError("sql", one_line(sql, 80), f"a query DuckDB accepts ("
+                       f"{one_line(str(error), 300)})")
 
-    Raises ConfigError if ``out_dir`` holds no catalogue, or one that cannot be opened.
+
+def _read_error(out_dir: str | Path, error: Exception, otherwise: ConfigError) -> ConfigError:
+    """The error to show for a DuckDB error while reading a sweep folder: when it concerns a
+    Parquet file, the damaged file of a point if there is one (``integrity``), else
+    ``otherwise``."""
+    if ".parquet" in str(error):
+        damage = find_damage(out_dir, str(error))
+        if damage is not None:
+            return damage_error(out_dir, damage)
+    return otherwise
+
+
+def open_views(out_dir: str | Path, every_point: bool = False):
+    """An in-memory DuckDB connection with the sweep's views set up (``every_point`` as in
+    ``query``).
+
+    The catalogue's rows are copied into memory and the file let go before the connection is
+    returned, so a long query never keeps the sweep from recording its points. DuckDB spills
+    to a private folder under the system's temporary folder (removed when the connection
+    closes) rather than to ``.tmp`` in the working folder, installs no extensions, and the
+    settings are locked once the views exist.
+
+    Raises ConfigError if ``out_dir`` holds no catalogue, one that cannot be opened, or a
+    point whose Parquet file is damaged (naming the point and the file).
     """
     import duckdb
 
@@ -254,13 +288,9 @@ def open_views(out_dir: str | Path, every_point: bool = False):
         raise ConfigError("DIR", str(out), f"a sweep folder holding {CATALOG} "
                                            "(written by servesim sweep)")
     ids = None if every_point else sweep_ids(out)
-    con = duckdb.connect()
+    con = duckdb.connect(config=reader_config())
     try:
-        _attach(con, path)
-        if not _has_catalog(con, "cat"):
-            raise ConfigError(str(path), "no catalog table", "a catalogue written by servesim "
-                              "sweep (running the sweep again rebuilds it)")
-        _current_catalog(con, ids)
+        _snapshot(con, path, ids)
         fixed = {name for name, _ in CATALOG_COLUMNS}
         extra = [f'{_extract(p, kind)} AS "{_column(p)}"'
                  for p, kind in _param_types(con).items() if _column(p) not in fixed]
@@ -268,28 +298,37 @@ def open_views(out_dir: str | Path, every_point: bool = False):
         con.execute(f"CREATE TEMP VIEW points AS SELECT {select} FROM current_catalog")
         for name in TABLES:
             con.execute(_table_view(out, name))
+        con.execute("SET lock_configuration = true")
     except duckdb.Error as e:
         con.close()
-        raise catalog_error(out, e) from None
+        otherwise = (ConfigError(str(out / "points"), one_line(str(e), 200),
+                                 "Parquet files DuckDB can read") if ".parquet" in str(e)
+                     else catalog_error(out, e))
+        raise _read_error(out, e, otherwise) from None
     except BaseException:
         con.close()
         raise
     return con
 
 
-def _current_catalog(con, ids: list[str] | None) -> None:
-    """The view ``current_catalog``: the catalogue rows of ``ids`` (every row if None)."""
-    if ids is None:
-        con.execute("CREATE TEMP VIEW current_catalog AS SELECT * FROM cat.catalog")
-        return
-    import pandas as pd
-
-    con.register("sweep_ids_frame", pd.DataFrame({"point_id": pd.Series(ids, dtype=str)}))
-    con.execute("CREATE TEMP TABLE sweep_ids AS SELECT point_id::VARCHAR AS point_id "
-                "FROM sweep_ids_frame")
-    con.unregister("sweep_ids_frame")
-    con.execute("CREATE TEMP VIEW current_catalog AS SELECT * FROM cat.catalog "
-                "WHERE point_id IN (SELECT point_id FROM sweep_ids)")
+def _snapshot(con, path: Path, ids: list[str] | None) -> None:
+    """Register ``current_catalog``: the catalogue rows of ``ids`` (every row if None), as an
+    Arrow table in memory (which no statement can modify); the catalogue file is detached
+    again at once."""
+    _attach(con, path)
+    try:
+        if not _has_catalog(con, "cat"):
+            raise ConfigError(str(path), "no catalog table", "a catalogue written by servesim "
+                              "sweep (running the sweep again rebuilds it)")
+        if ids is None:
+            rows = con.sql("SELECT * FROM cat.catalog").to_arrow_table()
+        else:
+            rows = con.sql("SELECT * FROM cat.catalog WHERE point_id IN "
+                           "(SELECT unnest($ids::VARCHAR[]))",
+                           params={"ids": ids}).to_arrow_table()
+    finally:
+        con.execute("DETACH cat")
+    con.register("current_catalog", rows)
 
 
 def _attach(con, path: Path) -> None:

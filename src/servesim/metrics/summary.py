@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,12 +75,15 @@ def stats(values: Any) -> dict[str, float | None]:
 
 def summarize(requests: pd.DataFrame, iterations: pd.DataFrame, *, end_s: float,
               warmup_s: float = 0.0, slo: SLOConfig | None = None, token_budget: int,
-              kv_capacity_blocks: int | None = None) -> dict[str, Any]:
+              kv_capacity_blocks: int | None = None, unservable: int | None = None,
+              warnings: Sequence[str] = ()) -> dict[str, Any]:
     """Return the run's headline metrics as a JSON-ready dict (keys in ``docs/outputs.md``).
 
     ``requests`` needs the engine's request columns (the latency columns are added if missing);
     ``iterations`` the engine's iteration columns. ``end_s`` is the simulated clock at the stop,
     ``kv_capacity_blocks`` the KV cache size (None: ``kv_utilization_mean`` is null).
+    ``unservable`` (requests the engine can never serve) and ``warnings`` (one-line strings) are
+    echoed; a warning is added when the warm-up leaves nothing to measure.
     """
     if not set(LATENCY_COLUMNS) <= set(requests.columns):
         requests = add_latency_columns(requests)
@@ -90,7 +93,8 @@ def summarize(requests: pd.DataFrame, iterations: pd.DataFrame, *, end_s: float,
     finish = requests["finish_s"].to_numpy(np.float64)
     measured = finished & (arrival >= warmup_s)
     in_window = finished & (finish >= warmup_s) & (finish <= end_s)
-    duration = end_s - warmup_s
+    # A run that ends inside its warm-up has an empty window, never a negative one.
+    duration = max(end_s - warmup_s, 0.0)
     rate = duration if duration > 0 else math.nan
 
     tokens = (requests["prompt_tokens"].to_numpy(np.float64)
@@ -115,7 +119,24 @@ def summarize(requests: pd.DataFrame, iterations: pd.DataFrame, *, end_s: float,
         out[column] = int(requests[column].sum()) if column in requests else 0
     out.update(_slo_metrics(requests, measured, in_window, slo, rate))
     out.update(_iteration_metrics(iterations, warmup_s, token_budget, kv_capacity_blocks))
+    out["unservable"] = unservable
+    out["warnings"] = [*warnings, *_window_warnings(end_s, warmup_s, arrival, status)]
     return jsonable(out)
+
+
+def _window_warnings(end_s: float, warmup_s: float, arrival: np.ndarray,
+                     status: np.ndarray) -> list[str]:
+    """Say so when the warm-up leaves no window or no arrival to measure."""
+    if warmup_s <= 0:
+        return []
+    if end_s <= warmup_s:
+        return [f"the run ended at {end_s:g} s, within run.warmup_s = {warmup_s:g} s: the "
+                "measured window is empty and no rate or latency was measured"]
+    arrived = status != "pending"
+    if arrived.any() and not (arrived & (arrival >= warmup_s)).any():
+        return [f"no request arrived at or after run.warmup_s = {warmup_s:g} s: no latency was "
+                "measured"]
+    return []
 
 
 def meets_slo(requests: pd.DataFrame, slo: SLOConfig) -> np.ndarray:

@@ -9,17 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from servesim.analysis.stability import step_values, verdict
+from servesim.analysis.stability import step_values
 from servesim.core.errors import ConfigError
+from servesim.experiments.runner import point_dir
 from servesim.experiments.store import one_line, open_views
 from servesim.experiments.sweep import LOAD_AXIS, RATE_FIELD
+from servesim.report.censored import censored_means
+from servesim.report.limits import Limit, engine_limits
+from servesim.report.stats import stability_table, truncation
 
-__all__ = ["ReportData", "latency_by_load", "load_report_data", "stability_table"]
+__all__ = ["ReportData", "load_report_data"]
 
-LATENCY_METRICS = (("ttft_mean_s", "mean TTFT (s)"), ("tpot_mean_s", "mean TPOT (s)"),
-                   ("e2e_mean_s", "mean E2E latency (s)"))
 GRID_POINTS = 400
 """Samples per time series: enough for a smooth line, few enough for a small SVG."""
 COMPOSITION_BINS = 60
@@ -32,14 +33,20 @@ class ReportData:
 
     Attributes:
         points: the catalogue (``points`` view), one row per finished point, plus ``label``:
-            the policy and any other swept field except the load.
+            the policy and any other swept field except the load, and for truncated points
+            the censored lower bounds of ``censored.CENSORED`` (NaN elsewhere).
         x: the load axis: ``load`` (lambda / lambda*) when every point has one, else
             ``rate_per_s``.
         reference: the x value at which distributions and time series are shown.
         requests: label, ttft_s and tpot_s of every request of the points at ``reference``.
-        series: one time-series frame per label (the lowest seed at ``reference``).
+        series: one time-series frame per label (the lowest seed at ``reference``); its
+            constant column ``kv_peak_fraction`` is the run's exact peak KV use, which the
+            sampled ``kv_fraction`` may step over.
         composition: prefill and decode tokens per iteration in time bins, same points.
         verdicts: ``stability_table(points, x)``, read by a figure and by the page's table.
+        truncated: per (label, x), why its latencies are truncated ('' if they are not):
+            ``stats.truncation``.
+        limits: per label, the limit that binds first (``limits.engine_limits``).
     """
 
     points: pd.DataFrame
@@ -49,6 +56,8 @@ class ReportData:
     series: dict[str, pd.DataFrame]
     composition: dict[str, pd.DataFrame]
     verdicts: pd.DataFrame
+    truncated: dict[tuple, str]
+    limits: dict[str, Limit]
 
 
 def load_report_data(out_dir: str | Path) -> ReportData:
@@ -60,7 +69,7 @@ def load_report_data(out_dir: str | Path) -> ReportData:
 
     con = open_views(out_dir)
     try:
-        return _load(con)
+        return _load(con, Path(out_dir))
     except duckdb.Error as e:
         raise ConfigError("DIR", str(out_dir),
                           f"a readable sweep folder ({one_line(str(e), 200)})") from None
@@ -68,7 +77,7 @@ def load_report_data(out_dir: str | Path) -> ReportData:
         con.close()
 
 
-def _load(con) -> ReportData:
+def _load(con, out: Path) -> ReportData:
     """The report's tables, from a connection with the sweep's views."""
     points = con.execute("SELECT * FROM points ORDER BY policy, point_id").df()
     points["label"] = [_label(row.policy, row.params) for row in points.itertuples()]
@@ -80,9 +89,33 @@ def _load(con) -> ReportData:
              if row.seed == chosen[chosen.label == row.label].seed.min()]
     series = {row.label: _series(con, row) for row in shown}
     composition = {row.label: _composition(con, row) for row in shown}
+    verdicts = stability_table(points, x)
+    truncated = truncation(points, x, verdicts)
+    summaries: dict[str, dict] = {}
+
+    def summary(point_id: str) -> dict:
+        if point_id not in summaries:
+            summaries[point_id] = _summary(out, point_id)
+        return summaries[point_id]
+
+    cut = points[[bool(truncated.get((r.label, float(getattr(r, x))))) for r in
+                  points.itertuples()]] if len(points) else points
+    bounds = censored_means(con, cut, {p: float(summary(p).get("warmup_s") or 0.0)
+                                       for p in cut["point_id"].astype(str)})
+    points = points.merge(bounds, on="point_id", how="left")
     return ReportData(points=points, x=x, reference=reference, requests=requests,
-                      series=series, composition=composition,
-                      verdicts=stability_table(points, x))
+                      series=series, composition=composition, verdicts=verdicts,
+                      truncated=truncated, limits=engine_limits(con, points, summary))
+
+
+def _summary(out: Path, point_id: str) -> dict:
+    """A point's summary.json ({} if it cannot be read: the report then goes without)."""
+    path = point_dir(out, point_id) / "summary.json"
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _label(policy: str, params_json: str) -> str:
@@ -125,21 +158,24 @@ def _requests(con, chosen: pd.DataFrame) -> pd.DataFrame:
 
 
 def _series(con, row) -> pd.DataFrame:
-    """N(t), W(t) and KV use of one point, sampled on a regular time grid."""
+    """N(t), W(t) and KV use (blocks and fraction of the cache) of one point, sampled on a
+    regular time grid."""
     it = con.execute("SELECT * FROM iterations WHERE point_id = ? ORDER BY start_s",
                      [row.point_id]).df()
     if it.empty:
-        return pd.DataFrame(columns=["t_s", "in_system", "backlog_tokens", "kv_fraction"])
+        return pd.DataFrame(columns=["t_s", "in_system", "backlog_tokens", "kv_blocks",
+                                     "kv_fraction", "kv_peak_fraction"])
     end = float((it["start_s"] + it["duration_s"]).max())
     t = np.linspace(0.0, end, GRID_POINTS)
     capacity = row.kv_capacity_blocks if row.kv_capacity_blocks else math.nan
-    out = pd.DataFrame({
+    blocks = step_values(it, "kv_blocks_used", t)
+    return pd.DataFrame({
         "t_s": t,
         "in_system": step_values(it, "in_system", t),
         "backlog_tokens": step_values(it, "backlog_tokens", t),
-        "kv_fraction": step_values(it, "kv_blocks_used", t) / capacity,
-    })
-    return out
+        "kv_blocks": blocks,
+        "kv_fraction": blocks / capacity,
+    }).assign(kv_peak_fraction=float(it["kv_blocks_used"].max()) / capacity)
 
 
 def _composition(con, row) -> pd.DataFrame:
@@ -159,59 +195,3 @@ def _composition(con, row) -> pd.DataFrame:
                            minlength=COMPOSITION_BINS)
         out[col] = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
     return out
-
-
-def latency_by_load(points: pd.DataFrame, x: str, metric: str,
-                    confidence: float = 0.95) -> pd.DataFrame:
-    """Per policy and x: the mean of ``metric`` over seeds and its t-based CI.
-
-    mean +- t_{(1+confidence)/2, n-1} * sd / sqrt(n) over the n seeds with a value; with one
-    seed the interval is the point itself. Runs stopped by ``run.max_in_system`` are left out:
-    their latencies describe a truncated, overloaded run, not the load (the stability table
-    marks those loads unstable).
-    """
-    if "stop_reason" in points:
-        points = points[points["stop_reason"] != "max_in_system"]
-    rows = []
-    for (label, xv), group in points.groupby(["label", x], sort=True):
-        values = group[metric].dropna().to_numpy(dtype=float)
-        if values.size == 0:
-            continue
-        mean = float(values.mean())
-        half = 0.0
-        if values.size > 1:
-            sd = float(values.std(ddof=1))
-            half = float(stats.t.ppf((1 + confidence) / 2, values.size - 1)) * sd \
-                / math.sqrt(values.size)
-        rows.append({"label": label, "x": float(xv), "mean": mean, "lo": mean - half,
-                     "hi": mean + half, "n": int(values.size)})
-    return pd.DataFrame(rows, columns=["label", "x", "mean", "lo", "hi", "n"])
-
-
-def stability_table(points: pd.DataFrame, x: str) -> pd.DataFrame:
-    """A stability verdict per policy and x, from the per-seed backlog slopes.
-
-    Uses ``analysis.stability.verdict`` with the W(t) slopes over the second half of each run,
-    the completion ratio pooled over seeds in [H/2, H], and the fluid slope. A point stopped by
-    ``run.max_in_system`` counts as unstable. Only horizon runs have slopes; others are left out.
-    """
-    rows = []
-    for (label, xv), group in points.groupby(["label", x], sort=True):
-        stopped = (group["stop_reason"] == "max_in_system").any()
-        slopes = group["backlog_slope_tokens_per_s"].dropna().to_numpy(dtype=float)
-        lam = float(group["lambda_star"].mean())
-        base = {"label": label, "x": float(xv), "lambda_star": lam, "seeds": len(group)}
-        if stopped:
-            rows.append({**base, "state": "unstable", "slope_lo": math.nan,
-                         "slope_hi": math.nan, "evidence": "a seed exceeded run.max_in_system"})
-            continue
-        if slopes.size == 0:
-            continue
-        arrived = group["arrived_second_half"].sum()
-        completion = float(group["done_second_half"].sum() / arrived) if arrived else None
-        fluid = group["fluid_slope_tokens_per_s"].dropna()
-        v = verdict(slopes, completion, fluid=float(fluid.mean()) if len(fluid) else None)
-        rows.append({**base, "state": v.state, "slope_lo": v.slope.lo, "slope_hi": v.slope.hi,
-                     "evidence": "; ".join(v.evidence)})
-    return pd.DataFrame(rows, columns=["label", "x", "lambda_star", "seeds", "state",
-                                       "slope_lo", "slope_hi", "evidence"])

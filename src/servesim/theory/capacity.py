@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from servesim.engine.cost import CostModel, PiecewiseLinear, Staircase
+from servesim.engine.cost import Constant, CostModel, PiecewiseLinear, Staircase
 from servesim.workload.build import Workload
 
 __all__ = [
@@ -53,12 +53,13 @@ class Quantity:
 
     def __str__(self) -> str:
         tag = "" if self.exact else " (approx.)"
-        return f"{self.value:.6g} {self.unit}{tag}  [{self.formula}]"
+        unit = "" if self.unit in ("", "1") else f" {self.unit}"   # "1": dimensionless
+        return f"{self.value:.6g}{unit}{tag}  [{self.formula}]"
 
 
 def _token_only(cost: CostModel) -> bool:
     """True iff t depends on the batch's token count b = prefill + decode only."""
-    return isinstance(cost, Staircase | PiecewiseLinear)
+    return isinstance(cost, Staircase | PiecewiseLinear | Constant)
 
 
 def _check_budget(token_budget: int) -> None:
@@ -98,11 +99,11 @@ def token_capacity(cost: CostModel, token_budget: int, workload: Workload | None
     """Return mu* = b_max / t(b_max) in tokens/s.
 
     Exact for cost models whose time depends on the token count only (Staircase,
-    PiecewiseLinear). For other models (Affine, Roofline, Fitted) the time of a full batch depends
-    on its prefill/decode split and on the decoders' context, so the full batch is priced under a
-    stated assumption and the result has ``exact=False``: a decode share s of the b_max tokens
-    and a mean context c per decode token. Defaults come from ``workload``: s = m_d/(m_p+m_d) and
-    c = ``mean_context_per_decode(workload)`` (m_p + m_d/2 for one class).
+    PiecewiseLinear, Constant). For other models (Affine, Roofline, Fitted) the time of a full
+    batch depends on its prefill/decode split and on the decoders' context, so the full batch is
+    priced under a stated assumption and the result has ``exact=False``: a decode share s of the
+    b_max tokens and a mean context c per decode token. Defaults come from ``workload``:
+    s = m_d/(m_p+m_d) and c = ``mean_context_per_decode(workload)`` (m_p + m_d/2 for one class).
 
     Raises ValueError if the budget is not a positive integer, or if the assumption is needed and
     neither ``workload`` nor both of ``decode_share`` / ``context_per_decode`` are given.
@@ -279,18 +280,23 @@ def fastertransformer_cycle_capacity(cost: CostModel, token_budget: int, prompt_
                   SOURCE + ", FasterTransformer rule")
 
 
-def static_batching_capacity(cost: CostModel, token_budget: int, max_batch_size: int,
+def static_batching_capacity(cost: CostModel, token_budget: int, max_batch_size: int | None,
                              prompt_tokens: int, output_tokens: int) -> CycleCapacity:
     """Capacity of request-level (static) batching with deterministic sizes (v_p, v_d).
 
     A batch of k = min(k_max, floor(b_max / v_p)) requests is prefilled together and decoded to
     completion before anything joins: cycle = t(k v_p) + v_d t(k), capacity k / cycle requests/s.
-    With deterministic sizes this equals the stylised FasterTransformer cycle with the same k.
+    ``max_batch_size`` None means no cap: k = floor(b_max / v_p). With deterministic sizes this
+    equals the stylised FasterTransformer cycle with the same k.
     """
     _check_sizes(prompt_tokens, output_tokens, token_budget)
-    _check_cap(max_batch_size)
-    k = min(max_batch_size, token_budget // prompt_tokens)
-    k_formula = (f"k = min(k_max, floor(b_max / v_p)) = min({max_batch_size}, "
-                 f"floor({token_budget} / {prompt_tokens})) = {k}")
+    if max_batch_size is None:
+        k = token_budget // prompt_tokens
+        k_formula = f"k = floor(b_max / v_p) = floor({token_budget} / {prompt_tokens}) = {k}"
+    else:
+        _check_cap(max_batch_size)
+        k = min(max_batch_size, token_budget // prompt_tokens)
+        k_formula = (f"k = min(k_max, floor(b_max / v_p)) = min({max_batch_size}, "
+                     f"floor({token_budget} / {prompt_tokens})) = {k}")
     return _cycle(cost, k, k_formula, prompt_tokens, output_tokens,
                   SOURCE + ", request-level (static) batching as in the FasterTransformer library")

@@ -3,19 +3,27 @@
 Each process knows its long-run rate (``rate_per_s``) and the squared coefficient of variation of
 its inter-arrival times (``scv``: 1 for Poisson, 0 for deterministic), and samples either the first
 ``n`` arrivals or every arrival before a horizon, in vectorised chunks.
+
+The synthetic processes also offer ``chunks(rng, size)``: an endless iterator of sorted arrays of
+arrival times, each starting at or after the end of the previous one, which a run pulls only as
+its clock reaches them. The times do not depend on ``size``: numpy draws the same stream whether
+in one call or many for the distributions used, and each chunk's times continue the previous
+chunk's cumulative sum (seeded with its last time), so the additions are the same as in one
+``cumsum``. ``sample`` is built on ``chunks``, so a chunked run and a whole one see the same
+arrivals bit for bit.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from servesim.core.errors import ConfigError
-from servesim.core.fields import check_keys, integer, number, require, table
+from servesim.core.fields import check_keys, integer, number, rate_per_s, require, seconds, table
 from servesim.core.registry import lookup
 from servesim.workload.distributions import construct
 
@@ -25,7 +33,8 @@ _MAX_CHUNK = 2**20
 
 @runtime_checkable
 class ArrivalProcess(Protocol):
-    """What every arrival process offers."""
+    """What every arrival process offers. A process may also offer ``chunks(rng, size)`` (see
+    the module docstring); one that does not is drawn whole before a run."""
 
     @property
     def rate_per_s(self) -> float: ...
@@ -52,6 +61,49 @@ def check_amount(n: int | None, horizon_s: float | None) -> tuple[int | None, fl
     return None, number(horizon_s, "run.horizon_s", low=0, low_open=True)
 
 
+def cut_chunks(chunks: Iterable[np.ndarray], n: int | None,
+               horizon_s: float | None) -> Iterator[np.ndarray]:
+    """The chunks of sorted arrival times up to the ``n``-th arrival, or before ``horizon_s``
+    (exactly one given); stops pulling as soon as the amount is reached."""
+    if n is not None and n <= 0:
+        return
+    count = 0
+    for times in chunks:
+        if horizon_s is not None:
+            k = int(np.searchsorted(times, horizon_s, side="left"))
+            yield times[:k]
+            if k < len(times):
+                return
+        else:
+            assert n is not None
+            times = times[: n - count]
+            count += len(times)
+            yield times
+            if count >= n:
+                return
+
+
+def collect(chunks: Iterable[np.ndarray], n: int | None, horizon_s: float | None) -> np.ndarray:
+    """Every arrival ``cut_chunks`` keeps, in one float64 array."""
+    parts = list(cut_chunks(chunks, n, horizon_s))
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def chunk_size(process: Any, n: int | None, horizon_s: float | None) -> int:
+    """Draws per chunk for sampling a whole amount: ``n``, or the expected count before the
+    horizon plus five standard deviations (one chunk almost always suffices), capped."""
+    if n is not None:
+        return max(min(n, _MAX_CHUNK), 1)
+    assert horizon_s is not None
+    expected = process.rate_per_s * horizon_s
+    return int(min(expected + 5 * math.sqrt(expected * max(process.scv, 1.0)) + 16, _MAX_CHUNK))
+
+
+def _continue_sum(t0: float, gaps: np.ndarray) -> np.ndarray:
+    """``t0`` plus the running sum of ``gaps``, added in the order one long ``cumsum`` adds."""
+    return np.cumsum(np.concatenate(([t0], gaps)))[1:]
+
+
 class _Renewal:
     """Shared sampling for renewal processes: i.i.d. gaps, first arrival after one gap."""
 
@@ -61,6 +113,14 @@ class _Renewal:
     def _gaps(self, rng: np.random.Generator, m: int) -> np.ndarray:
         raise NotImplementedError
 
+    def chunks(self, rng: np.random.Generator, size: int) -> Iterator[np.ndarray]:
+        """Endless chunks of ``size`` sorted arrival times (the same times for any ``size``)."""
+        size, t0 = max(int(size), 1), 0.0
+        while True:
+            times = _continue_sum(t0, self._gaps(rng, size))
+            yield times
+            t0 = float(times[-1])
+
     def sample(self, rng: np.random.Generator, n: int | None = None,
                horizon_s: float | None = None) -> np.ndarray:
         """Return the first ``n`` arrival times, or all arrivals before ``horizon_s``, sorted.
@@ -68,23 +128,11 @@ class _Renewal:
         Raises ConfigError unless exactly one of ``n`` / ``horizon_s`` is given.
         """
         n, horizon_s = check_amount(n, horizon_s)
-        if n is not None:
-            return np.cumsum(self._gaps(rng, n))
-        assert horizon_s is not None
-        expected = self.rate_per_s * horizon_s
-        # Five standard deviations of the count above its mean: one chunk almost always suffices.
-        size = int(min(expected + 5 * math.sqrt(expected * max(self.scv, 1.0)) + 16, _MAX_CHUNK))
-        chunks, t0 = [], 0.0
-        while t0 < horizon_s:
-            times = t0 + np.cumsum(self._gaps(rng, size))
-            chunks.append(times)
-            t0 = float(times[-1])
-        times = np.concatenate(chunks)
-        return times[times < horizon_s]
+        return collect(self.chunks(rng, chunk_size(self, n, horizon_s)), n, horizon_s)
 
 
 def _rate(value: Any, name: str) -> float:
-    return number(value, name, low=0, low_open=True)
+    return rate_per_s(value, name)
 
 
 @dataclass(frozen=True)
@@ -126,19 +174,23 @@ class Deterministic(_Renewal):
     def scv(self) -> float:  # type: ignore[override]
         return 0.0
 
-    def sample(self, rng: np.random.Generator, n: int | None = None,
+    def chunks(self, rng: np.random.Generator | None, size: int) -> Iterator[np.ndarray]:
+        """Endless chunks of ``size`` times k / rate, k = 1, 2, ... (``rng`` unused)."""
+        size, k0 = max(int(size), 1), 0
+        while True:
+            # k / rate, not a cumulative sum, so times do not drift by rounding.
+            yield np.arange(k0 + 1, k0 + size + 1, dtype=np.float64) / self.rate_per_s
+            k0 += size
+
+    def sample(self, rng: np.random.Generator | None, n: int | None = None,
                horizon_s: float | None = None) -> np.ndarray:
         """Return k / rate for k = 1..n, or every such time below ``horizon_s`` (``rng`` unused).
 
         Raises ConfigError unless exactly one of ``n`` / ``horizon_s`` is given.
         """
         n, horizon_s = check_amount(n, horizon_s)
-        if n is None:
-            assert horizon_s is not None
-            n = math.floor(horizon_s * self.rate_per_s) + 1
-        # k / rate, not a cumulative sum, so times do not drift by rounding.
-        times = np.arange(1, n + 1, dtype=np.float64) / self.rate_per_s
-        return times if horizon_s is None else times[times < horizon_s]
+        size = n if n is not None else math.floor(horizon_s * self.rate_per_s) + 1  # type: ignore[operator]
+        return collect(self.chunks(rng, min(max(size, 1), _MAX_CHUNK)), n, horizon_s)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "deterministic", "rate_per_s": self.rate_per_s}
@@ -195,10 +247,10 @@ class MMPP2:
 
     def __post_init__(self) -> None:
         for name in ("rate_on_per_s", "rate_off_per_s"):
-            object.__setattr__(self, name, number(getattr(self, name), f"mmpp2.{name}", low=0))
+            object.__setattr__(self, name, rate_per_s(getattr(self, name), f"mmpp2.{name}",
+                                                      allow_zero=True))
         for name in ("mean_on_s", "mean_off_s"):
-            object.__setattr__(self, name, number(getattr(self, name), f"mmpp2.{name}", low=0,
-                                                  low_open=True))
+            object.__setattr__(self, name, seconds(getattr(self, name), f"mmpp2.{name}"))
         if self.rate_on_per_s == 0 and self.rate_off_per_s == 0:
             raise ConfigError("mmpp2.rate_on_per_s", 0.0, "a rate > 0 in at least one state")
 
@@ -228,41 +280,49 @@ class MMPP2:
         d0 = np.array([[-a, a], [b, -b]]) - np.diag(r)
         return d0, np.diag(r)
 
+    def chunks(self, rng: np.random.Generator, size: int) -> Iterator[np.ndarray]:
+        """Endless sorted chunks of about ``size`` arrivals (some may be empty), from runs of
+        on/off periods; the times do not depend on ``size``.
+
+        The first state is drawn from ``rng``; period lengths, per-period Poisson counts and the
+        uniform points within periods each come from their own stream spawned from ``rng``, so
+        every stream is drawn in the same order however the periods are grouped.
+        """
+        on = bool(rng.random() < self.p_on)
+        streams = rng.spawn(3)
+        per_cycle = self.rate_per_s * (self.mean_on_s + self.mean_off_s)
+        cycles = int(min(1.2 * max(int(size), 1) / per_cycle + 8, _MAX_CHUNK // 2))
+        t0 = 0.0
+        while True:
+            times, t0 = self._periods(streams, on, t0, 2 * cycles)
+            yield times
+
     def sample(self, rng: np.random.Generator, n: int | None = None,
                horizon_s: float | None = None) -> np.ndarray:
-        """Return the first ``n`` arrivals, or all before ``horizon_s``, sorted.
-
-        Draws on/off periods a chunk at a time, then a Poisson count per period and uniform
-        points within it.
+        """Return the first ``n`` arrivals, or all before ``horizon_s``, sorted (``chunks``).
 
         Raises ConfigError unless exactly one of ``n`` / ``horizon_s`` is given.
         """
         n, horizon_s = check_amount(n, horizon_s)
-        cycle_s = self.mean_on_s + self.mean_off_s
-        per_cycle = self.rate_per_s * cycle_s
-        need = n / per_cycle if n is not None else horizon_s / cycle_s  # type: ignore[operator]
-        cycles = int(min(1.2 * need + 8, _MAX_CHUNK // 2))
-        on = bool(rng.random() < self.p_on)
-        chunks, t0, count = [], 0.0, 0
-        while (count < n) if n is not None else (t0 < horizon_s):  # type: ignore[operator]
-            times, t0 = self._periods(rng, on, t0, 2 * cycles)
-            chunks.append(times)
-            count += len(times)
-        times = np.sort(np.concatenate(chunks)) if chunks else np.empty(0)
-        return times[:n] if n is not None else times[times < horizon_s]
+        return collect(self.chunks(rng, chunk_size(self, n, horizon_s)), n, horizon_s)
 
-    def _periods(self, rng: np.random.Generator, on: bool, t0: float,
+    def _periods(self, streams: Sequence[np.random.Generator], on: bool, t0: float,
                  m: int) -> tuple[np.ndarray, float]:
-        """Arrivals in ``m`` (even) alternating periods from ``t0``, first one ``on`` or off."""
+        """Arrivals in ``m`` (even) alternating periods from ``t0``, first one ``on`` or off.
+
+        A period starts exactly where the previous one ended (one running sum), so its points,
+        which lie within it, never precede the previous period's: chunks sorted one at a time
+        are sorted together.
+        """
         first, second = (0, 1) if on else (1, 0)
-        means = np.array([self.mean_on_s, self.mean_off_s])[[first, second] * (m // 2)]
-        rates = np.array([self.rate_on_per_s, self.rate_off_per_s])[[first, second] * (m // 2)]
-        durations = rng.exponential(1.0, size=m) * means
-        ends = t0 + np.cumsum(durations)
-        starts = ends - durations
-        counts = rng.poisson(rates * durations)
-        offsets = rng.random(int(counts.sum())) * np.repeat(durations, counts)
-        return np.sort(np.repeat(starts, counts) + offsets), float(ends[-1])
+        order = [first, second] * (m // 2)
+        means = np.array([self.mean_on_s, self.mean_off_s])[order]
+        rates = np.array([self.rate_on_per_s, self.rate_off_per_s])[order]
+        durations = streams[0].exponential(1.0, size=m) * means
+        edges = np.cumsum(np.concatenate(([t0], durations)))
+        counts = streams[1].poisson(rates * durations)
+        offsets = streams[2].random(int(counts.sum())) * np.repeat(durations, counts)
+        return np.sort(np.repeat(edges[:-1], counts) + offsets), float(edges[-1])
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "mmpp2", "rate_on_per_s": self.rate_on_per_s,
@@ -323,7 +383,7 @@ def _times(values: Sequence[float], name: str) -> tuple[float, ...]:
         raise ConfigError(name, values, "a list of times in seconds")
     if len(values) == 0:
         raise ConfigError(name, [], "a non-empty list of times in seconds")
-    out = tuple(number(v, name, low=0) for v in values)
+    out = tuple(seconds(v, name, allow_zero=True) for v in values)
     gaps = np.diff(out)
     if np.any(gaps < 0):
         i = int(np.argmax(gaps < 0)) + 1

@@ -14,7 +14,7 @@ run starts, never half-way through.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,13 @@ from typing import Any
 import numpy as np
 
 from servesim.core.errors import ConfigError
-from servesim.core.fields import check_keys, number, require, table
+from servesim.core.fields import MAX_TIME_S, check_keys, number, rate_per_s, require, table
 from servesim.core.registry import lookup
 from servesim.core.rng import Streams
-from servesim.workload.arrivals import ArrivalProcess, Explicit, check_amount, make_arrivals
+from servesim.workload.arrivals import ArrivalProcess, Explicit, make_arrivals
 from servesim.workload.distributions import Empirical, TokenDist, make_token_dist, resolve_path
 from servesim.workload.requests import Requests
+from servesim.workload.source import CHUNK_REQUESTS, RequestSource, workload_source
 from servesim.workload.traces import TRACE_READERS, ZERO_TOKEN_POLICIES, TraceRows
 
 WORKLOAD_KEYS = ("arrival", "prompt_tokens", "output_tokens", "classes", "trace")
@@ -92,14 +93,35 @@ class TraceSource:
         times = (shifts[:, None] + base[None, :]).ravel()
         return times[:n] if n is not None else times[times < horizon_s]
 
+    def time_chunks(self) -> Iterator[np.ndarray]:
+        """The trace's times, then with ``loop`` each repetition shifted by ``period_s`` (the
+        same floats as ``times``), one chunk per repetition."""
+        base = self.rows.arrival_s
+        assert base is not None
+        k = 0
+        while True:
+            yield base if k == 0 else self.period_s * k + base
+            k += 1
+            if not self.loop:
+                return
+
     def lengths(self, m: int, field: str, value: Any) -> tuple[np.ndarray, np.ndarray]:
         """Prompt and output lengths of the first ``m`` requests, in file order.
 
         Raises ConfigError on ``field`` if ``m`` exceeds the rows and ``loop`` is off.
         """
-        self._check_count(m, field, value)
-        prompt, output = self.rows.prompt_tokens, self.rows.output_tokens
-        return np.resize(prompt, m), np.resize(output, m)
+        return self.lengths_at(0, m, field, value)
+
+    def lengths_at(self, start: int, m: int, field: str,
+                   value: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Prompt and output lengths of requests ``start`` .. ``start + m - 1``, in file order
+        (repeating the rows with ``loop``).
+
+        Raises ConfigError on ``field`` if ``start + m`` exceeds the rows and ``loop`` is off.
+        """
+        self._check_count(start + m, field, value)
+        rows = np.arange(start, start + m, dtype=np.int64) % len(self.rows)
+        return self.rows.prompt_tokens[rows], self.rows.output_tokens[rows]
 
     def _check_count(self, m: int, field: str, value: Any) -> None:
         rows = len(self.rows)
@@ -142,42 +164,22 @@ class Workload:
         """Draw the requests: the first ``n_requests``, or every arrival before ``horizon_s``.
 
         Streams used: "arrivals", "classes", "prompt_tokens/<class>", "output_tokens/<class>".
+        The same requests as ``source`` hands out chunk by chunk.
 
         Raises ConfigError unless exactly one of ``n_requests`` / ``horizon_s`` is given, or if a
         trace without ``loop`` has fewer rows than the requests asked for.
         """
-        n, horizon = check_amount(n_requests, horizon_s)
-        if self.trace is not None and self.trace.use_times:
-            arrival_s = self.trace.times(n, horizon)
-        else:
-            arrival_s = self.arrival.sample(streams.get("arrivals"), n=n, horizon_s=horizon)
-        m = len(arrival_s)
-        if self.trace is not None:
-            field, value = ("run.requests", n) if n is not None else ("run.horizon_s", horizon)
-            prompt, output = self.trace.lengths(m, field, value)
-            class_id = np.zeros(m, np.int32)
-        else:
-            class_id, prompt, output = self._sample_lengths(streams, m)
-        return Requests(arrival_s=np.asarray(arrival_s, np.float64),
-                        prompt_tokens=np.asarray(prompt, np.int64),
-                        output_tokens=np.asarray(output, np.int64),
-                        class_id=class_id, class_names=self.class_names)
+        return self.source(streams, n_requests, horizon_s).rest()
 
-    def _sample_lengths(self, streams: Streams,
-                        m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Draw class ids, then each class's lengths in one vectorised call per class."""
-        if len(self.classes) == 1:
-            class_id = np.zeros(m, np.int32)
-        else:
-            class_id = streams.get("classes").choice(len(self.classes), size=m,
-                                                     p=self.weights).astype(np.int32)
-        prompt = np.empty(m, np.int64)
-        output = np.empty(m, np.int64)
-        for c, cls in enumerate(self.classes):
-            idx = np.flatnonzero(class_id == c)
-            prompt[idx] = cls.prompt.sample(streams.get(f"prompt_tokens/{cls.name}"), len(idx))
-            output[idx] = cls.output.sample(streams.get(f"output_tokens/{cls.name}"), len(idx))
-        return class_id, prompt, output
+    def source(self, streams: Streams, n_requests: int | None = None,
+               horizon_s: float | None = None,
+               chunk_requests: int = CHUNK_REQUESTS) -> RequestSource:
+        """The requests of ``generate``, drawn ``chunk_requests`` at a time as a run reaches
+        them (``servesim.workload.source``).
+
+        Raises ConfigError as ``generate`` does, or if ``chunk_requests`` < 1.
+        """
+        return workload_source(self, streams, n_requests, horizon_s, chunk_requests)
 
     def describe(self) -> dict[str, Any]:
         """A plain dict of everything that defines this workload."""
@@ -316,15 +318,23 @@ def _time_factor(spec: Mapping[str, Any], field: str, rows: TraceRows, use_times
         why = "workload.arrival overrides the trace's times" if overridden else \
             "this trace has no arrival times"
         raise ConfigError(f"{field}.{key}", spec[key], f"nothing here: {why}")
-    value = number(spec[key], f"{field}.{key}", low=0, low_open=True)
-    if key == "time_scale":
-        return value
-    if not _has_span(rows):
-        raise ConfigError(f"{field}.rate_per_s", value, "nothing here: the trace's times span 0 s")
     times = rows.arrival_s
     assert times is not None
-    trace_rate = (len(times) - 1) / float(times[-1] - times[0])
-    return trace_rate / value
+    if key == "time_scale":
+        factor = number(spec[key], f"{field}.{key}", low=0, low_open=True)
+    else:
+        value = rate_per_s(spec[key], f"{field}.{key}")
+        if not _has_span(rows):
+            raise ConfigError(f"{field}.rate_per_s", value,
+                              "nothing here: the trace's times span 0 s")
+        factor = (len(times) - 1) / float(times[-1] - times[0]) / value
+    span_s = float(times[-1] - times[0]) * factor
+    if span_s > MAX_TIME_S or (span_s == 0 and _has_span(rows)):
+        raise ConfigError(f"{field}.{key}", spec[key], f"a factor that keeps the trace's span "
+                          f"({float(times[-1] - times[0]):g} s) positive and within "
+                          f"{MAX_TIME_S:g} s once rescaled, where float64 times keep their "
+                          "meaning")
+    return factor
 
 
 def _trace_class(trace: TraceSource) -> WorkloadClass:

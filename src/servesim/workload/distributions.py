@@ -1,7 +1,9 @@
 """Token-length distributions: integer, every sample >= 1, each carrying its exact moments.
 
 Every class reports ``mean``, ``variance`` and ``scv`` of the *integer* distribution that
-``sample`` draws from, so ``theory/`` and the simulator consume the same object. Nothing is clipped:
+``sample`` draws from, so ``theory/`` and the simulator consume the same object, and its
+``support`` (smallest and largest value, None when unbounded), from which a scenario decides
+whether its engine can serve any request at all. Nothing is clipped:
 where a continuous law would give values below 1 the distribution is defined so that it cannot
 (shifted Poisson, ceiling of a lognormal), and the moments account for that.
 """
@@ -42,6 +44,9 @@ class TokenDist(Protocol):
 
     @property
     def scv(self) -> float: ...
+
+    @property
+    def support(self) -> tuple[int, int | None]: ...
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray: ...
 
@@ -86,6 +91,11 @@ class Deterministic(_Moments):
     def variance(self) -> float:
         return 0.0
 
+    @property
+    def support(self) -> tuple[int, int | None]:
+        """The smallest and largest value drawn (None: unbounded)."""
+        return self.value, self.value
+
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Return ``n`` copies of ``value`` (``rng`` is unused, kept for one signature)."""
         return np.full(_count(n), self.value, dtype=np.int64)
@@ -120,6 +130,11 @@ class UniformInt(_Moments):
         m = self.high - self.low + 1
         return (m * m - 1) / 12
 
+    @property
+    def support(self) -> tuple[int, int | None]:
+        """The smallest and largest value drawn (None: unbounded)."""
+        return self.low, self.high
+
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Draw ``n`` integers uniformly from ``low..high``."""
         return rng.integers(self.low, self.high + 1, size=_count(n), dtype=np.int64)
@@ -153,6 +168,11 @@ class Geometric(_Moments):
     def variance(self) -> float:
         return (1.0 - self.p) / self.p**2
 
+    @property
+    def support(self) -> tuple[int, int | None]:
+        """The smallest and largest value drawn (None: unbounded; mean 1 always draws 1)."""
+        return 1, (1 if self.mean == 1 else None)
+
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Draw ``n`` geometric lengths (numpy's geometric already starts at 1)."""
         return rng.geometric(self.p, size=_count(n)).astype(np.int64)
@@ -180,6 +200,11 @@ class Poisson(_Moments):
     @property
     def variance(self) -> float:
         return self.mean - 1.0
+
+    @property
+    def support(self) -> tuple[int, int | None]:
+        """The smallest and largest value drawn (None: unbounded; mean 1 always draws 1)."""
+        return 1, (1 if self.mean == 1 else None)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Draw ``n`` shifted-Poisson lengths."""
@@ -238,6 +263,11 @@ class LogNormal(_Moments):
     @cached_property
     def _moments(self) -> tuple[float, float]:
         return ceil_lognormal_moments(self.mu, self.sigma)
+
+    @property
+    def support(self) -> tuple[int, int | None]:
+        """The smallest and largest value drawn (None: unbounded)."""
+        return 1, None
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Draw ``n`` values of ceil(X)."""
@@ -333,6 +363,11 @@ class Empirical(_Moments):
         """Population variance of the values (resampling draws exactly this law)."""
         return float(self._array.var())
 
+    @property
+    def support(self) -> tuple[int, int | None]:
+        """The smallest and largest value drawn."""
+        return int(self._array.min()), int(self._array.max())
+
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Draw ``n`` values uniformly with replacement."""
         return self._array[rng.integers(0, len(self.values), size=_count(n))].copy()
@@ -365,6 +400,8 @@ def _as_token_array(values: Sequence[int] | np.ndarray, field_name: str) -> np.n
         for v in values:
             if isinstance(v, bool) or not isinstance(v, int | np.integer):
                 raise ConfigError(field_name, v, "a list of integers >= 1")
+            if not 1 <= v <= MAX_TOKENS:  # before int64, which a huge Python int overflows
+                raise ConfigError(field_name, int(v), f"integers >= 1 and <= {MAX_TOKENS}")
         arr = np.asarray(values, dtype=np.int64)
     if arr.size == 0:
         raise ConfigError(field_name, [], "a non-empty list of integers >= 1")

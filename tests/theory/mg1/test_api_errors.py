@@ -27,7 +27,7 @@ def test_load_at_or_above_one_is_impossible():
 
 def test_unknown_parameter_and_predictor_kind():
     with pytest.raises(ConfigError, match="params.cc"):
-        mean_response_time("limited_srpt", EXP, None, 0.5, cc=0.3)
+        mean_response_time("trail", EXP, None, 0.5, cc=0.3)
     with pytest.raises(ConfigError, match="did you mean 'lognormal'"):
         mean_response_time("spjf", EXP, {"kind": "lognorm", "sigma": 1}, 0.5)
     with pytest.raises(ConfigError, match="one_bit"):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from servesim.cli.main import run_cli
+from servesim.theory.mg1 import mean_response_time
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "mg1_table.toml"
 TABLE = {0.5: {"fcfs": 2.000, "sjf": 1.7127, "spjf": 1.7948, "psjf": 1.5314, "pspjf": 1.6637,
@@ -33,6 +34,14 @@ def test_example_reproduces_published_table_as_json(capsys):
             assert got[policy]["method"] == "closed form"
         assert got["spjf"]["price_of_misprediction"] > 1
         assert got["sjf"]["price_of_misprediction"] is None
+        # TRAIL twice: on the file's predictions (SOAP), and on a row's own oracle (closed).
+        trail = [row for row in entry["policies"] if row["policy"] == "trail"]
+        assert [row["method"] for row in trail] == ["SOAP numeric", "closed form"]
+        assert trail[1]["predictor"] == {"kind": "oracle"}
+        assert trail[1]["mean_response_time"] == pytest.approx(mean_response_time(
+            "trail", {"kind": "exponential", "mean": 1.0}, None, entry["arrival_rate"], c=0.5))
+        assert trail[0]["price_of_misprediction"] > 1 and trail[1]["price_of_misprediction"] \
+            is None
         best = entry["best_one_bit_threshold"]
         assert best["preemptive"]["mean_response_time"] < best["non_preemptive"][
             "mean_response_time"]
@@ -78,8 +87,10 @@ one_bit_preemptive = { threshold = 1.0 }
      'predictor = { kind = "gausian", mae = 1 }\n', "did you mean 'gaussian'"),
     ('[mg1]\npolicy = "srpt"\nsize = { kind = "exponential" }\nload = 0.5\n',
      "did you mean 'sizes'"),
-    ('[mg1]\npolicy = "limited_srpt"\nsizes = { kind = "exponential" }\nload = 0.5\n'
-     '[mg1.params]\nlimited_srpt = { c = 2 }\n', "mg1.params.limited_srpt.c"),
+    ('[mg1]\npolicy = "trail"\nsizes = { kind = "exponential" }\nload = 0.5\n'
+     '[mg1.params]\ntrail = { c = -1 }\n', "mg1.params.trail.c"),
+    ('[mg1]\npolicy = "limited_srpt"\nsizes = { kind = "exponential" }\nload = 0.5\n',
+     "did you mean 'trail'"),
     ('[mg1]\npolicy = "one_bit"\nsizes = { kind = "exponential" }\nload = 0.5\n',
      "mg1.params.one_bit.threshold"),
     ("[engine]\nbatching = 'vllm'\n", "[mg1]"),

@@ -17,7 +17,7 @@ NOISE = {"kind": "lognormal", "sigma": 0.5}
 LAM = 0.7
 POLICIES = [
     ("sjf", {}), ("psjf", {}), ("srpt", {}), ("spjf", {}), ("pspjf", {}), ("sprpt", {}),
-    ("limited_srpt", {"c": 0.6}), ("one_bit", {"threshold": 1.0}),
+    ("one_bit", {"threshold": 1.0}),
     ("one_bit_preemptive", {"threshold": 1.0}),
     ("skippredict", {"threshold": 1.0, "p_short_as_long": 0.1, "p_long_as_short": 0.1}),
 ]

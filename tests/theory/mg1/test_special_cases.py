@@ -1,7 +1,7 @@
 """Degenerate cases where two formulas must agree exactly (to numerical integration error).
 
 - An oracle predictor (y = x) makes SPJF = SJF, PSPJF = PSJF and SPRPT = SRPT (same rank).
-- Limited-preemption SRPT: c = 1 is SRPT and c = 0 is SJF (rank x - a while a < c x).
+- TRAIL on exact sizes: c = 1 is SRPT and c = 0 is SJF (rank x - a while a <= c x).
 - FCFS is Pollaczek-Khinchine, E[T] = E[S] + lambda E[S^2] / (2 (1 - rho)), and M/M/1 gives
   1 / (mu - lambda).
 - SPRPT with bounce (rank |y - a|) equals SPRPT when every prediction is at least the size
@@ -39,11 +39,11 @@ def test_oracle_predictor_reduces_to_true_sizes(predicted, exact):
 
 
 @pytest.mark.parametrize(("c", "other"), [(1.0, "srpt"), (0.0, "sjf")])
-def test_limited_srpt_endpoints(c, other):
+def test_trail_on_exact_sizes_endpoints(c, other):
     lam = 0.4
-    limited = mean_response_time("limited_srpt", LOGNORMAL, None, lam, c=c)
+    limited = mean_response_time("trail", LOGNORMAL, None, lam, c=c)
     assert limited == pytest.approx(mean_response_time(other, LOGNORMAL, None, lam), rel=1e-6)
-    numeric = soap_mean_response_time("limited_srpt", LOGNORMAL, None, lam, c=c)
+    numeric = soap_mean_response_time("trail", LOGNORMAL, None, lam, c=c)
     assert numeric == pytest.approx(limited, rel=3e-3)
 
 

@@ -1,7 +1,8 @@
 """Public entry points: E[T] and E[T(x, y)] by policy name, price of misprediction, 1-bit threshold.
 
-Each policy has a SOAP rank; most also have a closed form (``closed.py``), which is what
-``mean_response_time`` uses when it exists. ``evaluate`` also says which formula gave the number.
+Each policy has a SOAP rank (``policies.py``); most also have a closed form (``closed.py``),
+which is what ``mean_response_time`` uses when it exists. ``evaluate`` also says which formula
+gave the number.
 """
 
 from __future__ import annotations
@@ -14,9 +15,18 @@ import numpy as np
 from scipy import optimize
 
 from servesim.core.errors import ConfigError
-from servesim.core.fields import check_keys, number
+from servesim.core.fields import number
 from servesim.core.registry import lookup
 from servesim.theory.mg1 import closed
+from servesim.theory.mg1.policies import (
+    POLICIES,
+    check_name,
+    closed_form,
+    policy_rank,
+    rank_for,
+    rank_text,
+    resolve_params,
+)
 from servesim.theory.mg1.predictors import (
     BitModel,
     Continuous,
@@ -27,94 +37,22 @@ from servesim.theory.mg1.predictors import (
     threshold_bit,
 )
 from servesim.theory.mg1.sizes import make_sizes
-from servesim.theory.mg1.soap import Rank, SoapModel
+from servesim.theory.mg1.soap import SoapModel
 
 __all__ = [
     "POLICIES",
     "Evaluation",
     "ThresholdChoice",
     "best_one_bit_threshold",
+    "check_evaluation",
     "conditional_response_time",
     "evaluate",
+    "exact_params",
     "mean_response_time",
     "policy_rank",
     "price_of_misprediction",
     "soap_mean_response_time",
 ]
-
-
-def _np(key: Any, a: Any) -> Any:
-    """Non-preemptive: rank ``key`` on arrival, then -inf (nothing can preempt a started job)."""
-    return np.where(np.asarray(a) <= 0, key, -np.inf)
-
-
-def _at_zero(x: Any, y: Any) -> Any:
-    return np.zeros_like(np.asarray(x, dtype=float))
-
-
-def _at_prediction(x: Any, y: Any) -> Any:
-    return np.clip(y, 0.0, x)
-
-
-def _limited(c: float) -> Rank:
-    # A job is preemptible while a < c x (and always on arrival, so c = 0 is SJF); the engines'
-    # inclusive a <= c x differs at one age only, which carries no mass.
-    return _pl(lambda x, y, a: np.where((a < c * x) | (a <= 0), x - a, -np.inf),
-               lambda x, y: c * x, f"limited_srpt(c={c:g})")
-
-
-def _pl(fn: Any, breaks: Any, name: str) -> Rank:
-    """A rank linear in age between its declared breaks (evaluated exactly by SOAP)."""
-    return Rank(fn, breaks, name, piecewise_linear=True)
-
-
-_RANKS = {
-    "fcfs": lambda p: _pl(lambda x, y, a: np.zeros(np.broadcast(x, a).shape), None, "fcfs"),
-    "sjf": lambda p: _pl(lambda x, y, a: _np(x, a), _at_zero, "sjf"),
-    "psjf": lambda p: _pl(lambda x, y, a: np.broadcast_to(x, np.broadcast(x, a).shape), None,
-                           "psjf"),
-    "srpt": lambda p: _pl(lambda x, y, a: x - a, None, "srpt"),
-    "limited_srpt": lambda p: _limited(p["c"]),
-    "spjf": lambda p: _pl(lambda x, y, a: _np(y, a), _at_zero, "spjf"),
-    "pspjf": lambda p: _pl(lambda x, y, a: np.broadcast_to(y, np.broadcast(y, a).shape), None,
-                            "pspjf"),
-    # The break at a = y is a kink of rho_new(y - a) in the residence integral, not of the rank.
-    "sprpt": lambda p: _pl(lambda x, y, a: y - a, _at_prediction, "sprpt"),
-    "sprpt_bounce": lambda p: _pl(lambda x, y, a: np.abs(y - a), _at_prediction,
-                                  "sprpt_bounce"),
-    "one_bit": lambda p: _pl(lambda x, y, a: _np(y, a), _at_zero, "one_bit"),
-    "one_bit_preemptive": lambda p: _pl(
-        lambda x, y, a: np.broadcast_to(y, np.broadcast(y, a).shape), None, "one_bit_preemptive"),
-    "skippredict": lambda p: _pl(lambda x, y, a: y - a, _at_prediction, "skippredict"),
-}
-
-# policy -> (what its rank reads, allowed params, formula)
-POLICIES: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "fcfs": ("size", (), "x + R/(1-rho), R = lambda E[S^2]/2 (Pollaczek-Khinchine)"),
-    "sjf": ("size", (), "x + R/(1-rho(x))^2"),
-    "psjf": ("size", (), "lambda E[S^2;S<x]/(2(1-rho(x))^2) + x/(1-rho(x))"),
-    "srpt": ("size", (), "lambda[E[S^2;S<x] + x^2 P(S>x)]/(2(1-rho(x))^2) "
-             "+ int_0^x dt/(1-rho(t))"),
-    "limited_srpt": ("size", ("c",), "SOAP-derived: lambda[E[S^2;S<x] + x^2 P(x<S<x/(1-c)) "
-                     "+ (1-c)^2 E[S^2;S>x/(1-c)]]/(2(1-rho(x))^2) "
-                     "+ int_{(1-c)x}^x dt/(1-rho(t)) + (1-c)x"),
-    "spjf": ("prediction", (), "x + R/(1-rho'_y)^2"),
-    "pspjf": ("prediction", (), "lambda E[S^2;Y<y]/(2(1-rho'_y)^2) + x/(1-rho'_y)"),
-    "sprpt": ("prediction", (), "lambda[E[S^2;Y<y] + E[(S-(Y-y))^2; y<Y<y+S]]/(2(1-rho'_y)^2) "
-              "+ int_0^x da/(1-rho'_{y-a})"),
-    "sprpt_bounce": ("prediction", (), "SOAP numeric, rank |y - a|"),
-    "one_bit": ("bit", ("threshold",), "two-class non-preemptive priority: x + R/(1-rho_0) "
-                "(bit 0), x + R/((1-rho_0)(1-rho)) (bit 1)"),
-    "one_bit_preemptive": ("bit", ("threshold",), "two-class preemptive priority: "
-                           "x + R_0/(1-rho_0) (bit 0), R/((1-rho_0)(1-rho)) + x/(1-rho_0) "
-                           "(bit 1)"),
-    "skippredict": ("skip", ("threshold", "p_short_as_long", "p_long_as_short", "cheap_cost",
-                             "expensive_cost"),
-                    "bit 0: x + R_0/(1-rho_0); bit 1: SPRPT behind the bit-0 load rho_0; "
-                    "+ cheap cost per job + expensive cost per bit-1 job"),
-}
-_NO_CLOSED_FORM = {"sprpt_bounce"}
-DEFAULT_C = 0.8   # TRAIL's best preemption limit
 
 
 @dataclass(frozen=True)
@@ -143,30 +81,42 @@ class _Setup:
     nodes: Any          # the predictor model whose y the rank and the closed form read
     lam: float
     params: dict[str, Any]
+    closed: str | None = None   # the closed form that evaluates it (closed.CLOSED), if any
 
 
 def _setup(policy: str, sizes: Any, predictor: Any, arrival_rate: float,
            params: Mapping[str, Any]) -> _Setup:
-    reads, allowed, _ = lookup(POLICIES, policy, "policy")
-    check_keys(params, "params", allowed)
+    reads = POLICIES[check_name(policy)][0]
+    p = resolve_params(policy, params)
     size_law = make_sizes(sizes)
     lam = _check_rate(arrival_rate, size_law)
     pred = make_predictor(predictor)
-    p = dict(params)
-    if reads == "size":
-        if policy == "limited_srpt":
-            p["c"] = number(p.get("c", DEFAULT_C), "params.c", low=0, high=1)
-        return _Setup(policy, size_law, Oracle({"kind": "oracle"}), lam, p)
+    if reads in ("none", "size"):
+        # These ranks read no prediction, by definition: a predictor changes nothing.
+        return _made(policy, size_law, Oracle({"kind": "oracle"}), lam, p)
     if reads == "prediction":
-        if isinstance(pred, BitModel):
-            raise ConfigError("predictor.kind", "one_bit",
+        if isinstance(pred, BitModel | SkipModel):
+            raise ConfigError("predictor.kind", pred.spec.get("kind") if pred.spec else None,
                               f"a size predictor for {policy}; use policy one_bit or "
                               "one_bit_preemptive with a one-bit predictor")
-        return _Setup(policy, size_law, pred, lam, p)
+        return _made(policy, size_law, pred, lam, p)
     if reads == "bit":
         bit = _bit(pred, p.pop("threshold", None))
-        return _Setup(policy, size_law, bit, lam, {"bit": bit})
+        return _made(policy, size_law, bit, lam, {"bit": bit})
     return _skip_setup(policy, size_law, pred, lam, p)
+
+
+def _made(policy: str, sizes: Any, nodes: Any, lam: float, p: dict[str, Any]) -> _Setup:
+    return _Setup(policy, sizes, nodes, lam, p, closed_form(policy, p, isinstance(nodes, Oracle)))
+
+
+def check_evaluation(policy: str, sizes: Any, predictor: Mapping[str, Any] | None,
+                     arrival_rate: float, **params: Any) -> None:
+    """Validate what ``evaluate`` would be asked, without computing anything.
+
+    Raises ConfigError as ``evaluate`` does (fields ``policy``, ``params.*``, ``predictor*``).
+    """
+    _setup(policy, sizes, predictor, arrival_rate, params)
 
 
 def _check_rate(arrival_rate: float, sizes: Any) -> float:
@@ -204,19 +154,11 @@ def _skip_setup(policy: str, sizes: Any, pred: Any, lam: float, p: dict[str, Any
                                low=0, high=1))
     costs = {k: number(p.get(k, 0.0), f"params.{k}", low=0)
              for k in ("cheap_cost", "expensive_cost")}
-    return _Setup(policy, sizes, SkipModel(bit, pred), lam, {"bit": bit, **costs})
-
-
-def policy_rank(policy: str, **params: Any) -> Rank:
-    """The SOAP rank of a named policy (``c`` for limited_srpt)."""
-    lookup(POLICIES, policy, "policy")
-    if policy == "limited_srpt":
-        params = {"c": number(params.get("c", DEFAULT_C), "params.c", low=0, high=1)}
-    return _RANKS[policy](params)
+    return _made(policy, sizes, SkipModel(bit, pred), lam, {"bit": bit, **costs})
 
 
 def _soap(s: _Setup) -> SoapModel:
-    return SoapModel(policy_rank(s.policy, **s.params), s.sizes, s.nodes, s.lam)
+    return SoapModel(rank_for(s.policy, s.params), s.sizes, s.nodes, s.lam)
 
 
 def _costs(s: _Setup) -> float:
@@ -230,19 +172,24 @@ def evaluate(policy: str, sizes: Any, predictor: Mapping[str, Any] | None, arriv
              method: str = "auto", **params: Any) -> Evaluation:
     """E[T] with its provenance; ``method`` is "auto" (closed form if any), "closed" or "soap".
 
+    The formula of a SOAP evaluation is the rank it served by. TRAIL has a closed form on exact
+    sizes (no predictor, or the oracle) and is evaluated by SOAP on predictions.
+
     Raises ConfigError for an unknown policy or parameter, a bad spec, rho >= 1, or
-    method="closed" for a policy without one.
+    method="closed" for a policy (and predictor) without one.
     """
     s = _setup(policy, sizes, predictor, arrival_rate, params)
     lookup({"auto": 0, "closed": 0, "soap": 0}, method, "method")
-    if method == "closed" and policy in _NO_CLOSED_FORM:
-        raise ConfigError("method", method, f"soap or auto ({policy} has no closed form here)")
-    if method == "soap" or policy in _NO_CLOSED_FORM:
+    if method == "closed" and s.closed is None:
+        why = ("trail has a closed form on exact sizes only" if policy == "trail"
+               else f"{policy} has no closed form here")
+        raise ConfigError("method", method, f"soap or auto ({why})")
+    if method == "soap" or s.closed is None:
         value = _soap(s).mean_response_time() + _costs(s)
-        return Evaluation(policy, value, "SOAP numeric", POLICIES[policy][2])
+        return Evaluation(policy, value, "SOAP numeric", "rank " + rank_text(policy, s.params))
     m = closed.Model(s.sizes, s.nodes, s.lam)
-    value = closed.mean(m, policy, s.nodes, **s.params)
-    return Evaluation(policy, value, "closed form", POLICIES[policy][2])
+    value = closed.mean(m, s.closed, s.nodes, **s.params)
+    return Evaluation(policy, value, "closed form", POLICIES[s.closed][2])
 
 
 def mean_response_time(policy: str, sizes: Any, predictor: Mapping[str, Any] | None,
@@ -250,9 +197,10 @@ def mean_response_time(policy: str, sizes: Any, predictor: Mapping[str, Any] | N
     """E[T] of ``policy`` in the M/G/1 with Poisson(``arrival_rate``) arrivals.
 
     ``sizes`` is a size spec (or SizeDist, or frozen scipy law); ``predictor`` a predictor spec,
-    None for exact sizes. Params: ``c`` (limited_srpt, default 0.8); ``threshold`` (one_bit
-    policies with a non-bit predictor, skippredict); ``p_short_as_long``, ``p_long_as_short``,
-    ``cheap_cost``, ``expensive_cost`` (skippredict).
+    None for exact sizes. Policy names and params are the simulator's orderings' (docs/mg1.md):
+    ``c`` (trail, default 0.8); ``preemptive`` (ltr, default false); ``quanta`` (mlfq);
+    ``threshold`` (one_bit policies with a non-bit predictor, skippredict); ``p_short_as_long``,
+    ``p_long_as_short``, ``cheap_cost``, ``expensive_cost`` (skippredict).
 
     Raises ConfigError for an unknown policy (naming the closest), a bad spec or parameter, or a
     load rho = lambda E[S] >= 1.
@@ -274,13 +222,13 @@ def conditional_response_time(policy: str, sizes: Any, predictor: Mapping[str, A
     if s.policy in ("one_bit", "one_bit_preemptive") and not isinstance(
             make_predictor(predictor), BitModel):
         ya = (ya > params["threshold"]).astype(float)
-    if s.policy in _NO_CLOSED_FORM:
+    if s.closed is None:
         out = _soap(s).response(xa, ya)
     elif s.policy == "skippredict":
         out = _skip_conditional(s, xa, ya)
     else:
         m = closed.Model(s.sizes, s.nodes, s.lam)
-        out = closed.CLOSED[s.policy](m, xa, ya, **s.params)
+        out = closed.CLOSED[s.closed](m, xa, ya, **s.params)
     out = np.asarray(out, dtype=float).reshape(shape)
     return float(out) if out.ndim == 0 else out
 
@@ -308,20 +256,28 @@ def soap_mean_response_time(rank: Any, sizes: Any, predictor: Mapping[str, Any] 
     return SoapModel(rank, size_law, make_predictor(predictor), lam).mean_response_time()
 
 
-def price_of_misprediction(policy: str, sizes: Any, predictor: Mapping[str, Any] | None,
-                           arrival_rate: float, **params: Any) -> float:
-    """E[T] of ``policy`` on the predictions / E[T] of the same policy on true sizes.
-
-    For one-bit policies the true-size version marks x > T exactly; for skippredict both the bit
-    and the expensive prediction become exact.
-    """
-    on_predictions = mean_response_time(policy, sizes, predictor, arrival_rate, **params)
+def exact_params(policy: str, predictor: Mapping[str, Any] | None,
+                 params: Mapping[str, Any]) -> dict[str, Any]:
+    """The params of ``policy`` on true sizes (predictor None), for the price of misprediction:
+    a one_bit predictor's threshold becomes the size threshold, SkipPredict's bit exact."""
     exact = dict(params)
     if isinstance(predictor, Mapping) and predictor.get("kind") == "one_bit":
         exact.setdefault("threshold", predictor.get("threshold"))
     if policy == "skippredict":
         exact.update(p_short_as_long=0.0, p_long_as_short=0.0)
-    on_sizes = mean_response_time(policy, sizes, None, arrival_rate, **exact)
+    return exact
+
+
+def price_of_misprediction(policy: str, sizes: Any, predictor: Mapping[str, Any] | None,
+                           arrival_rate: float, **params: Any) -> float:
+    """E[T] of ``policy`` on the predictions / E[T] of the same policy on true sizes.
+
+    For one-bit policies the true-size version marks x > T exactly; for skippredict both the bit
+    and the expensive prediction become exact; TRAIL on true sizes is its closed form.
+    """
+    on_predictions = mean_response_time(policy, sizes, predictor, arrival_rate, **params)
+    on_sizes = mean_response_time(policy, sizes, None, arrival_rate,
+                                  **exact_params(policy, predictor, params))
     return on_predictions / on_sizes
 
 

@@ -186,11 +186,12 @@ def srpt(m: Model, x: np.ndarray, y: np.ndarray, **_: Any) -> np.ndarray:
 
 def limited_srpt(m: Model, x: np.ndarray, y: np.ndarray, c: float = 1.0,
                  **_: Any) -> np.ndarray:
-    """Rank x - a while a < c x, then non-preemptible (derived from SOAP, docs/mg1.md).
+    """TRAIL on exact sizes: rank x - a while a <= c x, then non-preemptible (derived from SOAP,
+    docs/mg1.md); c >= 1 is SRPT, c = 0 SJF.
 
-    TRAIL's engines use the inclusive bound a <= c x (and c = 0 never preempts); in continuous
-    time one age has no mass, so the response times are the same.
+    The bound's inclusive or exclusive end is one age, which has no mass in continuous time.
     """
+    c = min(c, 1.0)
     s = m.sizes
     m2x = s.partial(2, x)
     if c < 1:
@@ -257,7 +258,7 @@ def skippredict(m: Model, x: np.ndarray, y: np.ndarray, bit: BitModel, cheap_cos
     return np.where(short, t_short, t_long)
 
 
-CLOSED = {"fcfs": fcfs, "sjf": sjf, "psjf": psjf, "srpt": srpt, "limited_srpt": limited_srpt,
+CLOSED = {"fcfs": fcfs, "sjf": sjf, "psjf": psjf, "srpt": srpt, "trail": limited_srpt,
           "spjf": spjf, "pspjf": pspjf, "sprpt": sprpt, "one_bit": one_bit,
           "one_bit_preemptive": one_bit_preemptive, "skippredict": skippredict}
 

@@ -59,13 +59,16 @@ class Rank:
     ``breaks(x, y)`` returns ages (shape (n, k)) where the rank may jump or kink; omit it for a
     rank that is smooth in age (it is then resolved on the age grid only). Set
     ``piecewise_linear`` when the rank is linear in age between its breaks: then no grid is
-    needed and the intervals are exact.
+    needed and the intervals are exact. ``size_jumps`` are sizes where E[T(x, y)] jumps because
+    a job reaches a higher rank only if it is larger (MLFQ's cumulative quanta); they become
+    panel edges of the integral over sizes, which a jump would otherwise spoil to first order.
     """
 
     fn: Callable[[Any, Any, Any], Any]
     breaks: Callable[[Any, Any], Any] | None = None
     name: str = "custom"
     piecewise_linear: bool = False
+    size_jumps: tuple[float, ...] = ()
 
     def __call__(self, x: Any, y: Any, a: Any) -> np.ndarray:
         return np.asarray(self.fn(x, y, a), dtype=float)
@@ -252,7 +255,8 @@ class SoapModel:
         return float(self.sizes.expect_vec(at, points=self._jumps()))
 
     def _jumps(self) -> list[float] | None:
-        """Sizes where the descriptor law jumps (a one-bit threshold)."""
+        """Sizes where the descriptor law (a one-bit threshold) or the rank jumps."""
         bit = getattr(self.predictor, "bit", self.predictor)
         jump = getattr(bit, "threshold", None)
-        return [jump] if jump is not None else None
+        points = sorted({*self.rank.size_jumps, *([jump] if jump is not None else [])})
+        return points or None
