@@ -263,7 +263,7 @@ def test_network_piped_keeps_tables_whole(capsys) -> None:
     (["run", "x.toml", "--out", "o", "--seeed", "3"],
      ["no such option '--seeed'", "did you mean '--seed' or '--set'?"]),
     (["capacit", "x.toml"], ["no such command 'capacit'; did you mean 'capacity'?"]),
-    (["valdate", "x.toml"], ["no such command 'valdate'; did you mean 'validate'?"]),
+    (["valdate", "x.toml"], ["no such command 'valdate'; did you mean 'validate'"]),
     (["stability", "x.toml", "--seeds", "x"], ["invalid value for '--seeds': 'x'"]),
     (["run", "x.toml", "extra", "--out", "o"], ["unexpected extra argument (extra)"]),
 ])

@@ -19,6 +19,7 @@ from servesim.engine.state import EngineRun
 from servesim.engine.stop import Interrupted, StopFlag, signal_name
 from servesim.metrics.summary import add_latency_columns, jsonable, summarize
 from servesim.scenario import Scenario
+from servesim.workload.closed import ClosedLoop, closed_loop_of
 from servesim.workload.source import CHUNK_REQUESTS
 
 __all__ = ["SimResult", "run_header", "simulate", "versions"]
@@ -82,18 +83,26 @@ def simulate(scenario: Scenario, *, seed: int | None = None,
     it applies (``stepper="fast"``), else on the ordered stepper; its summary adds the priority
     preemption and prediction totals.
 
+    A closed-loop workload (``arrival = { kind = "closed", ... }``) runs its clients on the
+    reference stepper (``servesim.cluster.closed``; ``stepper`` and ``chunk_requests`` do not
+    apply), with the same records and summary; a ``[schedule]`` ordering is refused there.
+
     The requests are drawn ``chunk_requests`` at a time as the engine's clock reaches them
     (``servesim.workload.source``; the chunk size never changes the results), so memory grows
     with the requests that arrived, not with the horizon. ``stop`` is a flag a signal handler
     sets (``servesim.engine.stop``): the run then stops at the next iteration boundary.
 
-    Raises ConfigError if ``seed`` is not an integer >= 0 or the workload cannot supply the
-    requests asked for; SimulationError if the engine breaks an invariant; Interrupted (a
-    KeyboardInterrupt) when interrupted, whose ``result`` is the SimResult over what was
-    simulated (``"complete": false, "status": "interrupted"``), or None if nothing was.
+    Raises ConfigError if ``seed`` is not an integer >= 0, the workload cannot supply the
+    requests asked for, or a closed loop meets a ``[schedule]`` ordering or WAIT batching;
+    SimulationError if the engine breaks an invariant; Interrupted (a KeyboardInterrupt) when
+    interrupted, whose ``result`` is the SimResult over what was simulated (``"complete":
+    false, "status": "interrupted"``), or None if nothing was.
     """
     run = scenario.run
     seed = run.seed if seed is None else seed
+    loop = closed_loop_of(scenario)
+    if loop is not None:
+        return _simulate_closed(scenario, loop, seed, progress, stop)
     streams = Streams(seed)
     requests = scenario.workload.source(streams, n_requests=run.requests,
                                         horizon_s=run.horizon_s, chunk_requests=chunk_requests)
@@ -110,6 +119,28 @@ def simulate(scenario: Scenario, *, seed: int | None = None,
             result = run_engine(requests, scenario.engine, scenario.cost, until_s=run.until_s,
                                 progress=progress, stepper=stepper,
                                 max_in_system=run.max_in_system, stop=stop)
+    except Interrupted as e:
+        if e.run is None:
+            raise
+        partial = summarise(scenario, seed, e.run, interrupted=e.signum)
+        raise Interrupted(e.run, e.signum, partial) from None
+    return summarise(scenario, seed, result)
+
+
+def _simulate_closed(scenario: Scenario, loop: ClosedLoop, seed: int,
+                     progress: Callable[[float], None] | None,
+                     stop: StopFlag | None) -> SimResult:
+    """A closed-loop scenario, on the reference stepper (``servesim.cluster.closed``)."""
+    # Imported here: the cluster package (networks, their reports) is needed by closed loops only.
+    from servesim.cluster.closed import check_closed_loop, run_closed_loop
+
+    check_closed_loop(scenario)
+    run = scenario.run
+    try:
+        result = run_closed_loop(loop, scenario.engine, scenario.cost, seed,
+                                 n_requests=run.requests, horizon_s=run.horizon_s,
+                                 until_s=run.until_s, max_in_system=run.max_in_system,
+                                 progress=progress, stop=stop)
     except Interrupted as e:
         if e.run is None:
             raise

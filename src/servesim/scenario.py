@@ -32,6 +32,7 @@ from servesim.engine.hardware import ModelSpec, gpu_preset, kv_capacity_blocks, 
 from servesim.policies.schedule import ScheduleConfig, parse_schedule
 from servesim.scenario_checks import check_across_sections
 from servesim.workload.build import Workload, build_workload
+from servesim.workload.closed import ClosedArrivals
 from servesim.workload.source import check_run_size
 
 __all__ = [
@@ -46,7 +47,7 @@ __all__ = [
 SECTIONS = ("run", "workload", "engine", "slo", "schedule")
 RUN_KEYS = ("seed", "requests", "horizon_s", "warmup_s", "max_time_s", "max_in_system")
 ENGINE_KEYS = ("batching", "token_budget", "max_batch_size", "chunk_tokens", "max_model_len",
-               "kv", "cost", "wait")
+               "kv", "cost", "wait", "first_token")
 WAIT_KEYS = ("thresholds", "memory_budget", "segments")
 KV_KEYS = ("block_tokens", "blocks", "watermark", "preemption", "victim", "host_blocks",
            "swap_bytes_per_s", "block_bytes", "gpu_memory_utilization", "model", "gpu",
@@ -183,7 +184,9 @@ class Scenario:
         arrival = wl.get("arrival", {})
         rate = arrival.get("rate_per_s")
         arrivals = f"{arrival.get('kind', '?')} arrivals"
-        if isinstance(rate, int | float):
+        if arrival.get("kind") == "closed":
+            arrivals = f"closed loop of {arrival['clients']} clients"
+        elif isinstance(rate, int | float):
             arrivals += f" at {rate:.4g}/s"
         classes = len(wl.get("classes", ()))
         e = self.engine
@@ -236,8 +239,14 @@ def scenario_from_dict(source: Mapping[str, Any], base_dir: Path | None = None) 
     check_across_sections(run, workload, engine)
     slo = _slo(source.get("slo", {}))
     schedule = parse_schedule(source.get("schedule", {}))
-    return Scenario(run=run, workload=workload, engine=engine, cost=cost, slo=slo,
-                    source=source, base_dir=base_dir, schedule=schedule)
+    scenario = Scenario(run=run, workload=workload, engine=engine, cost=cost, slo=slo,
+                        source=source, base_dir=base_dir, schedule=schedule)
+    if isinstance(workload.arrival, ClosedArrivals):
+        # What a closed loop cannot run yet ([schedule] orderings, WAIT), refused at load.
+        from servesim.cluster.closed import check_closed_loop
+
+        check_closed_loop(scenario)
+    return scenario
 
 
 def _run(spec: Any) -> RunConfig:
@@ -264,6 +273,9 @@ def _engine(spec: Mapping[str, Any], cost: CostModel) -> EngineConfig:
     kwargs: dict[str, Any] = {}
     if "batching" in spec:
         kwargs["batching"] = _string(spec["batching"], "engine.batching")
+    if "first_token" in spec:
+        # "decode" or "prefill"; EngineConfig checks the value and names the closest.
+        kwargs["first_token"] = _string(spec["first_token"], "engine.first_token")
     for key in ("token_budget", "max_batch_size", "chunk_tokens", "max_model_len"):
         if key in spec:
             kwargs[key] = integer(spec[key], f"engine.{key}")

@@ -48,7 +48,9 @@ def _print_region(region: dict[str, Any], console: Console) -> None:
         console.print(f"  vertex ({number(v['prefill_tokens_per_s'])}, "
                       f"{number(v['decode_tokens_per_s'])}) tokens/s via batch "
                       f"{v['batch']}", highlight=False)
-    point = region["operating_point"]
+    point = region.get("operating_point")
+    if point is None:   # a closed loop has no arrival rate to place
+        return
     where = ("inside: stable for a policy that reaches the region" if point["inside"] else
              "outside: unstable under every policy")
     console.print(f"  operating point ({number(point['prefill_tokens_per_s'])}, "

@@ -24,6 +24,7 @@ from servesim.theory import (
     static_batching_capacity,
     wait_fluid,
 )
+from servesim.workload.closed import ClosedArrivals
 from servesim.workload.distributions import Deterministic
 
 __all__ = ["MAX_REGION_BATCHES", "capacity_report", "plain"]
@@ -54,6 +55,9 @@ def capacity_report(scenario: Scenario) -> dict[str, Any]:
         "load": cap.load,
     }
     skipped: dict[str, str] = {}
+    if _closed(scenario):
+        del report["load"]
+        skipped["load"] = skipped["batch_cap_region.operating_point"] = _CLOSED
     for name, build in _SECTIONS:
         try:
             report[name] = build(scenario, cap)
@@ -81,6 +85,14 @@ def _finite(x: float) -> float | None:
 
 
 # -- the quantities that depend on the batching system --------------------------------------------
+
+
+_CLOSED = ("a closed-loop workload has no arrival rate: its throughput follows from its "
+           "clients, think time and the engine")
+
+
+def _closed(scenario: Scenario) -> bool:
+    return isinstance(scenario.workload.arrival, ClosedArrivals)
 
 
 def _only(scenario: Scenario, *systems: str) -> None:
@@ -154,6 +166,8 @@ def _region(scenario: Scenario, cap: RequestCapacity) -> dict[str, Any]:
     }
     w = scenario.workload
     rate = w.arrival.rate_per_s
+    if _closed(scenario):
+        return out   # no operating point: capacity_report lists it under skipped
     x = rate * sum(c.weight * c.prompt.mean for c in w.classes)
     y = rate * sum(c.weight * c.output.mean for c in w.classes)
     out["operating_point"] = {"prefill_tokens_per_s": x, "decode_tokens_per_s": y,
@@ -169,6 +183,8 @@ def _token_only(cost: Any) -> bool:
 
 def _wait_fluid(scenario: Scenario, cap: RequestCapacity) -> dict[str, Any]:
     _only(scenario, "wait")
+    if _closed(scenario):
+        raise _Skip(_CLOSED)
     from servesim.engine.cost import Affine
 
     cost = scenario.cost

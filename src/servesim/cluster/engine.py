@@ -242,8 +242,8 @@ class ClusterEngine(ReferenceStepper):
         self.finishing = len(self.done)
         return dur, self.done
 
-    def _decode(self, r: _Req, end: float) -> None:
-        super()._decode(r, end)
+    def _emit(self, r: _Req, end: float) -> None:
+        super()._emit(r, end)
         if r.status == Status.FINISHED:
             self.done.append(r)
             self.finishing_blocks += -(-r.computed // self.block_tokens)

@@ -9,11 +9,16 @@ from dataclasses import dataclass
 from servesim.core.errors import ConfigError
 
 BATCHING = ("static", "fastertransformer", "vllm", "orca", "sarathi", "greedy", "wait",
-            "nested_wait")
+            "nested_wait", "vllm_v1")
 # Systems that take the WaitConfig parameters and may split prefills across iterations.
 WAIT_SYSTEMS = ("wait", "nested_wait")
 VICTIMS = ("newest", "most_blocks", "fewest_blocks")
 PREEMPTION = ("recompute", "swap")
+# The output convention: "decode" (the paper's: D decode iterations after the prefill) or
+# "prefill" (vLLM's: the iteration that completes the prompt samples token 1).
+FIRST_TOKEN = ("decode", "prefill")
+# Systems whose own engine samples at prefill completion, so "prefill" is their default.
+PREFILL_FIRST = ("vllm_v1",)
 # Upper bounds of the integer settings: far beyond any real engine, and low enough that every
 # count the replica derives from them stays inside int64 (and its per-residue table of
 # block_tokens entries stays small). MAX_ENGINE_TOKENS is the longest length a workload draws.
@@ -157,6 +162,12 @@ class EngineConfig:
             this by requiring token_budget >= max_model_len).
         kv: the KV cache.
         wait: parameters of the WAIT / Nested WAIT systems (ignored by the others).
+        first_token: the output convention. "decode": a request with D output tokens takes D
+            decode iterations after its prefill. "prefill": the iteration that completes the
+            prompt (or, after a recompute preemption, the re-prefill of prompt + generated
+            tokens) emits the next token, so D output tokens take D - 1 decode iterations.
+            None (the default) resolves to "prefill" for vllm_v1 and "decode" otherwise; after
+            construction it is always one of ``FIRST_TOKEN``.
     """
 
     batching: str = "sarathi"
@@ -166,11 +177,13 @@ class EngineConfig:
     max_model_len: int | None = None
     kv: KVConfig = KVConfig()
     wait: WaitConfig = WaitConfig()
+    first_token: str | None = None
 
     def __post_init__(self) -> None:
         if self.batching not in BATCHING:
             raise ConfigError("engine.batching", self.batching,
                               "one of " + ", ".join(BATCHING), choices=BATCHING)
+        self._resolve_first_token()
         _bounded(self.token_budget, "engine.token_budget", 1, MAX_ENGINE_TOKENS)
         _bounded(self.max_batch_size, "engine.max_batch_size", 1, MAX_BATCH_SIZE)
         if self.chunk_tokens is not None:
@@ -179,6 +192,30 @@ class EngineConfig:
             _bounded(self.max_model_len, "engine.max_model_len", 2, 2 * MAX_ENGINE_TOKENS)
         self._check_capacity()
         self._check_wait()
+        self._check_vllm_v1()
+
+    def _resolve_first_token(self) -> None:
+        value = self.first_token
+        if value is None:
+            value = "prefill" if self.batching in PREFILL_FIRST else "decode"
+        if not isinstance(value, str) or value not in FIRST_TOKEN:
+            raise ConfigError("engine.first_token", value, "one of " + ", ".join(FIRST_TOKEN),
+                              choices=FIRST_TOKEN)
+        object.__setattr__(self, "first_token", value)
+
+    def _check_vllm_v1(self) -> None:
+        """vLLM v1 preempts only by recompute, and only the last request in its running list."""
+        if self.batching != "vllm_v1":
+            return
+        kv = self.kv
+        if kv.preemption != "recompute":
+            raise ConfigError("engine.kv.preemption", kv.preemption,
+                              "\"recompute\" for batching = \"vllm_v1\" (vLLM v1 never swaps)",
+                              choices=("recompute",))
+        if kv.victim != "newest":
+            raise ConfigError("engine.kv.victim", kv.victim,
+                              "\"newest\" for batching = \"vllm_v1\" (vLLM v1 preempts the "
+                              "last running request)", choices=("newest",))
 
     def _check_wait(self) -> None:
         """Segments belong to Nested WAIT; explicit thresholds are checked against the classes
@@ -223,7 +260,7 @@ class EngineConfig:
     @property
     def chunks(self) -> bool:
         """Whether this batching system may split a prefill across iterations."""
-        return self.batching in ("orca", "sarathi", "greedy", *WAIT_SYSTEMS)
+        return self.batching in ("orca", "sarathi", "greedy", "vllm_v1", *WAIT_SYSTEMS)
 
     @property
     def chunk_limit(self) -> int:

@@ -87,10 +87,9 @@ from servesim.engine.ordered_replica import OrderedReplica, fast_supported
 from servesim.engine.prediction_draws import Draws, chunkable, quantize
 from servesim.engine.priority import PriorityPreemption
 from servesim.engine.ranked import Columns, Ranked, piece_end
-from servesim.engine.reference import ReferenceStepper, _Req
+from servesim.engine.reference import ReferenceStepper, _Req, reference_only
 from servesim.engine.state import EngineRun, Status
 from servesim.engine.stop import StopFlag
-from servesim.policies.batching import policy_class
 from servesim.policies.ordering import (
     Ordering,
     SPRPTBounce,
@@ -229,8 +228,10 @@ class OrderedStepper(Ranked, PriorityPreemption, ReferenceStepper):
         if admitted:
             self._enter(r)
 
-    def _decode(self, r: _Req, end: float) -> None:
-        super()._decode(r, end)
+    def _emit(self, r: _Req, end: float) -> None:
+        # Every emitted token passes here (decode steps, and prefill completions under
+        # first_token = "prefill"), so rank events count generated tokens either way.
+        super()._emit(r, end)
         if r.status == Status.FINISHED:
             self._dirty = True
         elif r.generated >= r.evt_at:
@@ -381,11 +382,12 @@ def run_ordered(requests: Requests, config: EngineConfig, cost, ordering: Orderi
 
     ``stepper``: "fast" runs the fast ordered replica (``ordered_replica.py``; the orderings
     ``fast_supported`` accepts, on a batching system that plans a decode count rather than
-    naming decoders), "reference" this module's stepper, and "auto" the fast one where it
-    applies. Both give identical records. ``check_invariants`` checks the fast replica's
-    aggregates every iteration (slow; for tests). ``progress`` gets the fraction done now and
-    then; ``stop`` is a flag a signal handler sets (``stop.py``). ``requests`` may be a
-    ``RequestSource``, pulled a chunk at a time (predictions drawn whole pull it all first).
+    naming decoders, with first_token = "decode"), "reference" this module's stepper, and
+    "auto" the fast one where it applies. Both give identical records. ``check_invariants``
+    checks the fast replica's aggregates every iteration (slow; for tests). ``progress`` gets
+    the fraction done now and then; ``stop`` is a flag a signal handler sets (``stop.py``).
+    ``requests`` may be a ``RequestSource``, pulled a chunk at a time (predictions drawn whole
+    pull it all first).
 
     Raises ConfigError for an unknown or unsupported ordering or predictor, a missing predictor,
     an unknown ``stepper``, or "fast" where it does not apply; Interrupted (a KeyboardInterrupt)
@@ -414,8 +416,8 @@ def _use_fast(stepper: str, config: EngineConfig, ordering: Ordering,
     why = None
     if not fast_supported(ordering, predictor, bit_predictor):
         why = f"order {ordering.name!r} has ranks that rise with age"
-    elif policy_class(config.batching).explicit_decoders:
-        why = f"batching {config.batching!r} names its decoders"
+    else:
+        why = reference_only(config)
     if choice is True and why is not None:
         raise ConfigError("stepper", stepper, "\"reference\" or \"auto\" for this schedule: "
                           f"the fast ordered replica cannot run it ({why})")

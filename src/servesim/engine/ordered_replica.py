@@ -104,6 +104,9 @@ class OrderedReplica(Ranked, PriorityPreemption, Replica):
                  ordering: Ordering, predictor: Predictor | None = None, seed: int = 0,
                  record_batches: bool = False, max_preemptions: int | None = None,
                  bit_predictor: Predictor | None = None) -> None:
+        if config.first_token == "prefill":
+            raise ConfigError("engine.first_token", config.first_token, "\"decode\" on the "
+                              "fast ordered replica (run_ordered runs the ordered stepper)")
         super().__init__(requests, config, cost, record_batches)
         if not fast_supported(ordering, predictor, bit_predictor):
             raise ConfigError("schedule.order", ordering.name, "an ordering whose ranks do not "

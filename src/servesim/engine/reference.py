@@ -2,6 +2,12 @@
 
 It is slow on purpose (O(batch) per iteration) and written to be obviously right; the fast
 replica in ``replica.py`` must produce identical request records. Tests hold the two together.
+
+The output convention (``EngineConfig.first_token``) is defined here, once: a token is emitted
+by ``_emit``, which a decode step calls and, under "prefill", so does the completion of a
+(re-)prefill (``_prefill_done``). The ordered stepper and the network engine inherit both. The
+fast replica mirrors the rule (tests hold it to this loop); the fast ordered replica does not
+implement "prefill", and ``reference_only`` says when only these loops apply.
 """
 
 from __future__ import annotations
@@ -24,11 +30,22 @@ from servesim.engine.state import (
     iteration_frame,
 )
 from servesim.engine.stop import StopFlag
-from servesim.policies.batching import make_policy
+from servesim.policies.batching import make_policy, policy_class
 from servesim.workload.requests import Requests
 from servesim.workload.source import RequestSource
 
 _PROGRESS_EVERY = 1024   # iterations between progress calls; each is slower than the fast one's
+
+
+def reference_only(config: EngineConfig, fast_prefill: bool = False) -> str | None:
+    """Why only the reference steppers can run ``config``, or None if the fast ones can too.
+    ``fast_prefill``: the fast stepper asked about supports first_token = "prefill" (the plain
+    fast replica does, the fast ordered replica does not)."""
+    if config.first_token == "prefill" and not fast_prefill:
+        return "first_token = \"prefill\""
+    if policy_class(config.batching).explicit_decoders:
+        return f"batching {config.batching!r} names its decoders"
+    return None
 
 
 class _Req:
@@ -85,6 +102,7 @@ class ReferenceStepper(Intake):
         self.batches: list | None = [] if record_batches else None
         self.rows: dict[str, list] = {c: [] for c in ITERATION_COLUMNS}
         self.limit = config.length_limits
+        self.prefill_emits = config.first_token == "prefill"
         # KV capacity is checked at every token regardless; ``check`` also recomputes the
         # running totals below at every iteration (slow; for tests).
         self.check = False
@@ -110,6 +128,12 @@ class ReferenceStepper(Intake):
     @property
     def n_running(self) -> int:
         return len(self.running)
+
+    @property
+    def n_waiting(self) -> int:
+        """Requests waiting for admission (queued or swapped out), even in a step whose plan
+        may not admit them."""
+        return len(self.queue) + len(self.swapped)
 
     @property
     def decode_need(self) -> int:
@@ -149,7 +173,8 @@ class ReferenceStepper(Intake):
                 chunk.output_tokens.tolist(), strict=True)))
 
     def start_decoding(self, i: int) -> None:
-        """Put request ``i`` in the engine at its arrival, prefill already done (for tests)."""
+        """Put request ``i`` in the engine at its arrival, prefill already done (for tests; it
+        then takes a decode step per output token under either ``first_token``)."""
         self._pull_through(i)
         r = self.reqs[i]
         r.move(Status.WAITING)
@@ -250,6 +275,10 @@ class ReferenceStepper(Intake):
             self._prefill(r, x, t)
         for r in decoders:
             self._decode(r, end)
+        if self.prefill_emits:
+            for r, _ in plan.chunks:
+                if r.need == 0:
+                    self._prefill_done(r, end)
         self._record(t, dur, prefill, len(decoders), len(plan.chunks), demand)
         return dur
 
@@ -351,13 +380,28 @@ class ReferenceStepper(Intake):
         self._set_need(r, r.need - x)
 
     def _decode(self, r: _Req, end: float) -> None:
+        """A decode step: the last token enters the KV cache and the next one is emitted."""
         B = self.block_tokens
         r.computed += 1
-        r.generated += 1
-        self.left_tokens -= 1
         new_blocks = -(-r.computed // B)
         self.free_blocks -= new_blocks - r.blocks
         r.blocks = new_blocks
+        self._emit(r, end)
+        if self.free_blocks < 0:
+            raise SimulationError("KV cache over capacity")
+
+    def _prefill_done(self, r: _Req, end: float) -> None:
+        """Under first_token = "prefill": the iteration that completed ``r``'s prompt (or the
+        re-prefill of prompt + generated tokens after a recompute) samples its next token, as
+        vLLM does. That token is not in the KV cache yet (the next decode step puts it there),
+        so a decoder holds prompt + generated - 1 tokens and D output tokens take D - 1 decode
+        steps; a request with D = 1 finishes here."""
+        self._emit(r, end)
+
+    def _emit(self, r: _Req, end: float) -> None:
+        """``r`` emits one output token at ``end``; its last one finishes it."""
+        r.generated += 1
+        self.left_tokens -= 1
         r.token_times.append(end)
         if r.generated == r.output:
             r.move(Status.FINISHED)
@@ -366,8 +410,6 @@ class ReferenceStepper(Intake):
             self._count(r, -1)
             self.free_blocks += r.blocks
             r.blocks = 0
-        if self.free_blocks < 0:
-            raise SimulationError("KV cache over capacity")
 
     def _record(self, t, dur, prefill, decode, chunks, demand) -> None:
         rows = self.rows
@@ -400,7 +442,7 @@ class ReferenceStepper(Intake):
             "arrival_s": [r.arrival for r in reqs],
             "prompt_tokens": np.array([r.prompt for r in reqs], dtype=np.int64),
             "output_tokens": np.array([r.output for r in reqs], dtype=np.int64),
-            "status": [STATUS_NAMES[r.status] for r in reqs],
+            "status": np.array([STATUS_NAMES[r.status] for r in reqs], dtype=object),
             "admitted_s": [r.admitted_s for r in reqs],
             "first_token_s": first,
             "finish_s": [r.finish_s for r in reqs],

@@ -33,7 +33,7 @@ import pandas as pd
 from servesim.core.errors import ConfigError, SimulationError
 from servesim.engine.config import EngineConfig
 from servesim.engine.intake import Intake
-from servesim.engine.reference import ReferenceStepper
+from servesim.engine.reference import ReferenceStepper, reference_only
 from servesim.engine.state import (
     ITERATION_COLUMNS,
     STATUS_NAMES,
@@ -44,7 +44,7 @@ from servesim.engine.state import (
 )
 from servesim.engine.stop import StopFlag
 from servesim.engine.token_times import token_times
-from servesim.policies.batching import make_policy, policy_class
+from servesim.policies.batching import make_policy
 from servesim.workload.requests import Requests
 from servesim.workload.source import RequestSource
 
@@ -87,10 +87,11 @@ class Replica(Intake):
     def __init__(self, requests: Requests | RequestSource, config: EngineConfig, cost,
                  record_batches: bool = False) -> None:
         kv = config.kv
-        if policy_class(config.batching).explicit_decoders:
-            raise ConfigError("engine.batching", config.batching,
-                              "a policy the fast replica runs (this one names its decoders; "
-                              "use run_engine, which runs it on the reference stepper)")
+        why = reference_only(config, fast_prefill=True)
+        if why is not None:
+            raise ConfigError("engine.batching", config.batching, "a configuration the fast "
+                              f"replica runs (not with {why}; use run_engine, which runs it "
+                              "on the reference stepper)")
         self.cfg, self.cost, self.policy = config, cost, make_policy(config.batching)
         self._setup_intake(requests)
         self.budget = config.token_budget
@@ -149,6 +150,11 @@ class Replica(Intake):
         self.stretch = not record_batches
         self.check = False
         self.started: set[int] = set()              # requests put in by start_decoding
+        # Under first_token = "prefill" a decoder's last token is not in its KV yet: its context
+        # is prompt - lag + generated. Such a token is emitted when a prefill completes, at an
+        # iteration end that need not be a decode tick: ``points`` holds (request, time).
+        self.lag = int(config.first_token == "prefill")
+        self.points: list[tuple[int, float]] = []
         self.preempted = False                     # a preemption happened this iteration
 
     # -- setup ---------------------------------------------------------------------------
@@ -166,6 +172,9 @@ class Replica(Intake):
 
     def start_decoding(self, i: int) -> None:
         """Put request ``i`` in the engine at its arrival, prefill already done (for tests)."""
+        if self.lag:
+            raise ConfigError("start_decoding", i, "first_token = \"decode\" on the fast "
+                              "replica (run_engine runs the reference stepper)")
         self._pull_through(i)
         self.started.add(i)
         r = self._arrive(i)
@@ -303,7 +312,7 @@ class Replica(Intake):
             if r.status == Status.WAITING:
                 self.queue.popleft()
                 self._admit(r, t)
-            self._advance_prefill(r, x)
+            self._advance_prefill(r, x, end)
         heap = self.heap
         if m and heap and heap[0][0] <= self.tick:
             self._complete()
@@ -375,7 +384,7 @@ class Replica(Intake):
         return r.base if r.park < 0 else r.base + self.sigma - r.park
 
     def _context(self, r: _R) -> int:
-        return r.prompt + self.tick - self._base(r)
+        return r.prompt - self.lag + self.tick - self._base(r)
 
     def _blocks_now(self, r: _R) -> int:
         if r.need == 0:
@@ -385,7 +394,7 @@ class Replica(Intake):
     def _enter_decode(self, r: _R) -> None:
         B = self.block_tokens
         r.base = self.tick - r.generated
-        r.key = (r.prompt - r.base) % B
+        r.key = (r.prompt - self.lag - r.base) % B
         r.seg_start = self.tick
         self.cnt[r.key] += 1
         self.n_decoders += 1
@@ -413,7 +422,7 @@ class Replica(Intake):
         self._detach(r)
         g = self.tick - r.base
         r.generated = g
-        r.computed = r.prompt + g
+        r.computed = r.prompt - self.lag + g
         r.blocks = -(-r.computed // self.block_tokens)
         self.cnt[r.key] -= 1
         self.n_decoders -= 1
@@ -449,7 +458,7 @@ class Replica(Intake):
 
     def _park(self, r: _R) -> None:
         """Move ``r`` from the head's aggregates to the tail's; close its token segment."""
-        tick, sigma, key, rel = self.tick, self.sigma, r.key, r.prompt - r.base
+        tick, sigma, key, rel = self.tick, self.sigma, r.key, r.prompt - self.lag - r.base
         if tick > r.seg_start:
             self.segs.extend((r.id, r.seg_start, tick - r.seg_start))
         self.cnt[key] -= 1
@@ -462,7 +471,7 @@ class Replica(Intake):
         """Apply the ticks ``r`` sat out to its base and key; back to the head's aggregates."""
         B, tick, park = self.block_tokens, self.tick, r.park
         d = self.sigma - park
-        rel = r.prompt - r.base
+        rel = r.prompt - self.lag - r.base
         self.tcnt[(r.key + park) % B] -= 1
         self.tctx -= rel + park
         r.park = -1
@@ -525,7 +534,7 @@ class Replica(Intake):
         if r.admitted_s != r.admitted_s:
             r.admitted_s = t
 
-    def _advance_prefill(self, r: _R, x: int) -> None:
+    def _advance_prefill(self, r: _R, x: int, end: float = math.nan) -> None:
         c = r.computed + x
         blocks = -(-c // self.block_tokens)
         self.free_blocks -= blocks - r.blocks
@@ -534,8 +543,25 @@ class Replica(Intake):
         self.pf_need -= x
         if r.need == 0:
             del self._prefilling[r.id]
+            if self.lag:
+                # The reference's _prefill_done: this iteration samples the next token.
+                r.generated += 1
+                self.dec_left -= 1
+                self.points.append((r.id, end))
+                if r.generated == r.output:
+                    self._finish_at_prefill(r, end)
+                    return
             self.n_ready += 1
             self._enter_decode(r)
+
+    def _finish_at_prefill(self, r: _R, end: float) -> None:
+        self.free_blocks += r.blocks
+        del self.running[r.id]
+        self.in_system -= 1
+        r.status = Status.FINISHED
+        self.status[r.id] = Status.FINISHED
+        self.out["finish_s"][r.id] = end
+        self._store(r)
 
     def _preempt(self, r: _R) -> None:
         kv = self.cfg.kv
@@ -560,7 +586,7 @@ class Replica(Intake):
             self.swapped.append(r)
             return
         r.recomputed += r.computed
-        self.pf_need += r.computed
+        self.pf_need += r.prompt + r.generated - r.need
         r.computed, r.blocks = 0, 0
         r.need = r.prompt + r.generated
         self._move(r, Status.WAITING)
@@ -626,7 +652,7 @@ class Replica(Intake):
             problems.append("decoder context sum is stale")
         counts, tcounts = [0] * B, [0] * B
         for r in decoders:
-            key = (r.prompt - self._base(r)) % B
+            key = (r.prompt - self.lag - self._base(r)) % B
             if r.park < 0:
                 counts[key] += 1
             else:
@@ -737,7 +763,8 @@ class Replica(Intake):
         # The records end at the last request that entered; later ones had not arrived.
         k = len(self.status.rstrip(b"\0"))
         first, gaps = token_times(np.frombuffer(self.tick_end, dtype=np.float64),
-                                  np.frombuffer(self.segs, dtype=np.int64).reshape(-1, 3), k)
+                                  np.frombuffer(self.segs, dtype=np.int64).reshape(-1, 3), k,
+                                  self.points)
         status = np.frombuffer(bytes(self.status[:k]), dtype=np.int8)
         names = np.asarray(self.class_names, dtype=object)
 
@@ -793,8 +820,9 @@ def run_engine(requests: Requests, config: EngineConfig, cost, *, until_s: float
     Args:
         until_s: no iteration starts at or after this time, seconds (None: until all finish).
         stepper: "fast" (the replica) or "reference" (the plain step loop). Policies that name
-            explicit decoder subsets (``explicit_decoders``: WAIT, Nested WAIT) always run on
-            the reference loop.
+            explicit decoder subsets (``explicit_decoders``: WAIT, Nested WAIT, vLLM v1), and
+            ``start_decoding`` under ``first_token = "prefill"``, always run on the
+            reference loop.
         start_decoding: requests that enter at their arrival with the prefill already done.
         record_batches: keep each iteration's (request, phase, tokens) list (slow; for tests).
         check_invariants: verify the fast replica's aggregates after every iteration (slow).
@@ -809,7 +837,8 @@ def run_engine(requests: Requests, config: EngineConfig, cost, *, until_s: float
     from servesim.core.registry import lookup
 
     cls = lookup(STEPPERS, stepper, "stepper")
-    if cls is Replica and policy_class(config.batching).explicit_decoders:
+    fast_prefill = not start_decoding   # tests' early decoders follow "decode" only
+    if cls is Replica and reference_only(config, fast_prefill) is not None:
         # The fast replica skips through repeated "oldest k decoders" plans; a policy that
         # names its decoders runs on the reference loop, which honours any subset.
         cls = ReferenceStepper

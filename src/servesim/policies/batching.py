@@ -1,12 +1,17 @@
 """Batching systems as policies: each reads a view of the replica and returns a StepPlan.
 
+vLLM v1's scheduler (``vllm_v1``) lives in ``vllm_v1.py`` and WAIT in ``wait.py``; both join
+the registry here.
+
 A policy never touches blocks or clocks. It reads these attributes of the view (the replica
 itself, read-only by contract):
 
 - ``budget`` (b_max, tokens), ``max_batch`` (k_max, requests), ``chunk_limit`` (tokens one
   request may prefill per iteration), ``block_tokens``, ``free_blocks``, ``watermark_blocks``;
 - ``n_decoders`` (running requests ready to decode), ``decode_need`` (blocks the decoders need if
-  all take a token now), ``n_running``;
+  all take a token now), ``n_running``; the reference steppers also give ``running`` (the
+  running list, admission order) and ``n_waiting`` (requests queued or swapped out, even when
+  ``waiting`` is empty because the step may not admit);
 - ``prefilling`` (running requests with prefill left, admission order, or rank order under an
   ordering) and ``waiting`` (queue order); each request exposes ``need`` (prefill tokens left)
   and ``computed`` (tokens in KV).
@@ -235,11 +240,14 @@ POLICIES: dict[str, Callable[[], Policy]] = {
 
 
 def _wait_policies() -> None:
-    # wait.py builds on this module, so its policies join the registry after both load.
+    # wait.py and vllm_v1.py build on this module, so their policies join the registry after
+    # both load.
+    from servesim.policies.vllm_v1 import VLLMv1
     from servesim.policies.wait import NestedWait, Wait
 
     POLICIES.setdefault("wait", Wait)
     POLICIES.setdefault("nested_wait", NestedWait)
+    POLICIES.setdefault("vllm_v1", VLLMv1)
 
 
 def make_policy(name: str, field: str = "engine.batching") -> Policy:

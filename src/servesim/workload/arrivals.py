@@ -25,6 +25,7 @@ import numpy as np
 from servesim.core.errors import ConfigError
 from servesim.core.fields import check_keys, integer, number, rate_per_s, require, seconds, table
 from servesim.core.registry import lookup
+from servesim.workload.closed import make_closed
 from servesim.workload.distributions import construct
 
 # Chunks are sized from the expected count, but never above this many draws at once.
@@ -416,12 +417,22 @@ ARRIVALS: dict[str, Factory] = {
 }
 
 
-def make_arrivals(spec: Mapping[str, Any], field: str) -> ArrivalProcess:
+def make_arrivals(spec: Mapping[str, Any], field: str,
+                  kinds: Mapping[str, Factory] = ARRIVALS) -> ArrivalProcess:
     """Build an arrival process from a table like ``{ kind = "poisson", rate_per_s = 12.5 }``.
+
+    ``kinds`` is the registry to look the kind up in: the open-loop ``ARRIVALS`` by default (a
+    network's workflows), ``WORKLOAD_ARRIVALS`` for a scenario's ``[workload]``, which adds
+    the closed loop.
 
     Raises ConfigError naming the full field (``workload.arrival.rate_per_s``) if the kind is
     unknown (suggesting the closest), a key is unknown or missing, or a value is out of range.
     """
     spec = table(spec, field)
-    return lookup(ARRIVALS, require(spec, "kind", field), f"{field}.kind")(spec, field)
+    return lookup(kinds, require(spec, "kind", field), f"{field}.kind")(spec, field)
+
+
+# A closed loop's arrivals come from the engine's completions, so only a single engine's
+# workload offers it; networks keep the open-loop kinds.
+WORKLOAD_ARRIVALS: dict[str, Factory] = {**ARRIVALS, "closed": make_closed}
 

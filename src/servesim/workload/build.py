@@ -7,8 +7,10 @@ Three shapes, mutually exclusive for the lengths:
 - ``trace``: lengths (and, for formats with times, arrivals) from a file, used in file order.
 
 ``arrival`` is required unless a trace with times supplies them; with such a trace it overrides
-the trace's times. A trace is read when the workload is built, so a bad row is reported before a
-run starts, never half-way through.
+the trace's times. ``arrival = { kind = "closed", clients = N, think_s = ... }`` is a closed
+loop (``servesim.workload.closed``): its arrivals are simulated with the engine, and the lengths
+come from the classes or trace as usual. A trace is read when the workload is built, so a bad
+row is reported before a run starts, never half-way through.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from servesim.core.errors import ConfigError
 from servesim.core.fields import MAX_TIME_S, check_keys, number, rate_per_s, require, table
 from servesim.core.registry import lookup
 from servesim.core.rng import Streams
-from servesim.workload.arrivals import ArrivalProcess, Explicit, make_arrivals
+from servesim.workload.arrivals import WORKLOAD_ARRIVALS, ArrivalProcess, Explicit, make_arrivals
 from servesim.workload.distributions import Empirical, TokenDist, make_token_dist, resolve_path
 from servesim.workload.requests import Requests
 from servesim.workload.source import CHUNK_REQUESTS, RequestSource, workload_source
@@ -236,7 +238,7 @@ def _forbid(spec: Mapping[str, Any], field: str, keys: Sequence[str], because: s
 
 def _arrival(spec: Mapping[str, Any], field: str, trace: TraceSource | None) -> ArrivalProcess:
     if "arrival" in spec:
-        return make_arrivals(spec["arrival"], f"{field}.arrival")
+        return make_arrivals(spec["arrival"], f"{field}.arrival", WORKLOAD_ARRIVALS)
     if trace is not None and trace.use_times:
         assert trace.rows.arrival_s is not None
         return Explicit(tuple(trace.rows.arrival_s.tolist()))
