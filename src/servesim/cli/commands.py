@@ -22,6 +22,10 @@ LAZY_COMMANDS: dict[str, str] = {
     "sweep": "experiments",
     "query": "experiments",
     "report": "experiments",
+    "serve": "serve",
+    "observe": "observe",
+    "calibrate": "fidelity",
+    "fidelity": "fidelity",
 }
 """Command name -> its module under ``servesim.cli``."""
 

@@ -142,6 +142,8 @@ def observe(scenario: Path | None, endpoint: str | None, out_dir: Path, model: s
         raise click.UsageError("missing option '--endpoint' (the server's base URL)")
     if not endpoint.startswith(("http://", "https://")):
         raise ConfigError("--endpoint", endpoint, "a URL such as http://127.0.0.1:8000")
+    # An OpenAI-style base URL ending in /v1 (as `servesim serve` prints) names the same server.
+    endpoint = endpoint.rstrip("/").removesuffix("/v1")
     _observe(scenario, endpoint, out_dir, overrides, seed, as_json, quiet,
              {"model": model, "api": api, "concurrency": concurrency, "timeout_s": timeout_s,
               "fit": fit, "vllm_extras": not no_vllm_extras},

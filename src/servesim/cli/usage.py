@@ -11,7 +11,8 @@ import click
 
 __all__ = ["usage_line"]
 
-_NO_COMMAND = re.compile(r"No such command '(.+?)'\.(?: Did you mean .*)?")
+# click words its hint either way, depending on its version and on which commands are loaded.
+_NO_COMMAND = re.compile(r"No such command '(.+?)'\.(?: \(?Did you mean .*)?")
 _CLICK_HINT = re.compile(r"\s*\(Did you mean (?:one of: )?(.+)\?\)\s*$")
 
 
