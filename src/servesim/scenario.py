@@ -238,7 +238,7 @@ def scenario_from_dict(source: Mapping[str, Any], base_dir: Path | None = None) 
     engine = _engine(engine_spec, cost)
     check_across_sections(run, workload, engine)
     slo = _slo(source.get("slo", {}))
-    schedule = parse_schedule(source.get("schedule", {}))
+    schedule = parse_schedule(source.get("schedule", {}), base_dir=base_dir)
     scenario = Scenario(run=run, workload=workload, engine=engine, cost=cost, slo=slo,
                         source=source, base_dir=base_dir, schedule=schedule)
     if isinstance(workload.arrival, ClosedArrivals):

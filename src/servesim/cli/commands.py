@@ -26,6 +26,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "observe": "observe",
     "calibrate": "fidelity",
     "fidelity": "fidelity",
+    "predictor": "predictor",
 }
 """Command name -> its module under ``servesim.cli``."""
 

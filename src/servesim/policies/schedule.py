@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from servesim.core.errors import ConfigError
@@ -34,6 +35,7 @@ from servesim.predictors import OneBit as OneBitPredictor
 from servesim.predictors import Predictor, make_predictor
 
 SCHEDULE_KEYS = ("order", "predictor", "bit_predictor", "max_preemptions")
+_LEARNED_PATHS = ("model", "prompts")
 
 
 class SkipPredictors(NamedTuple):
@@ -109,18 +111,21 @@ class ScheduleConfig:
         return out
 
 
-def parse_schedule(spec: Any, name: str = "schedule") -> ScheduleConfig:
+def parse_schedule(spec: Any, name: str = "schedule",
+                   base_dir: Path | None = None) -> ScheduleConfig:
     """Validate a ``[schedule]`` table and build its ScheduleConfig.
 
     Raises ConfigError naming the dotted field for an unknown key (suggesting the closest), an
     unknown order or predictor kind (suggesting the closest), a bad parameter, an ordering the
     LLM engine does not support, an order that reads predictions without a predictor, or a
     bit predictor missing (skippredict), superfluous (any other order) or not ``one_bit``.
+    A learned predictor's relative ``model`` and ``prompts`` paths are read from ``base_dir``
+    (the scenario's folder), as a trace's path is.
     """
     spec = table(spec, name)
     check_keys(spec, name, SCHEDULE_KEYS)
     order = make_ordering(spec.get("order", "fcfs"), f"{name}.order")
-    predictor_spec, predictor = _predictor(spec.get("predictor"), f"{name}.predictor")
+    predictor_spec, predictor = _predictor(spec.get("predictor"), f"{name}.predictor", base_dir)
     bit_spec, bit = _predictor(spec.get("bit_predictor"), f"{name}.bit_predictor")
     cap = spec.get("max_preemptions")
     if cap is not None:
@@ -129,9 +134,14 @@ def parse_schedule(spec: Any, name: str = "schedule") -> ScheduleConfig:
     return ScheduleConfig(order, predictor_spec, cap, dict(spec), bit_spec)
 
 
-def _predictor(spec: Any, field_name: str) -> tuple[dict[str, Any] | None, Predictor | None]:
+def _predictor(spec: Any, field_name: str, base_dir: Path | None = None
+               ) -> tuple[dict[str, Any] | None, Predictor | None]:
     """A predictor table (or None) and the predictor it builds, so a bad one fails at load."""
     if spec is None:
         return None, None
     spec = dict(table(spec, field_name))
+    if base_dir is not None and spec.get("kind") == "learned":
+        for key in _LEARNED_PATHS:
+            if isinstance(spec.get(key), str) and not Path(spec[key]).is_absolute():
+                spec[key] = str(base_dir / spec[key])
     return spec, make_predictor(spec, seed=0, field=field_name)

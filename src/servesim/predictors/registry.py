@@ -12,6 +12,7 @@ from servesim.core.fields import require, table
 from servesim.core.registry import lookup
 from servesim.predictors.base import Predictor, as_rng, params, parse_cost
 from servesim.predictors.classes import Binned, OneBit
+from servesim.predictors.learned.predictor import LearnedPredictor
 from servesim.predictors.noisy import (
     ExponentialNoise,
     GaussianNoise,
@@ -33,6 +34,7 @@ PREDICTORS: dict[str, tuple[type[Predictor], tuple[str, ...], tuple[str, ...]]] 
     "one_bit": (OneBit, ("threshold", "p_short_as_long", "p_long_as_short"), ()),
     "prompt": (PromptRegression, ("model",), ("intercept", "slope", "edges", "means")),
     "trail": (Trail, ("bins", "refine_every"), ("confusion",)),
+    "learned": (LearnedPredictor, ("model", "prompts"), ("offset",)),
 }
 
 
