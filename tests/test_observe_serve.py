@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 
@@ -72,16 +73,31 @@ def replay_from_sent(obs: pd.DataFrame, scenario) -> pd.DataFrame:
     return add_latency_columns(run.requests)
 
 
+def write_lateness_mean_s(url: str) -> float:
+    """The emulator's mean delay of a stream write after its tokens' simulated time, from
+    its /metrics (sum over count)."""
+    values = {}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(("servesim:emulator_write_lateness_seconds_total",
+                            "servesim:emulator_writes_total")):
+            name, value = line.rsplit(" ", 1)
+            values[name.split("{")[0]] = float(value)
+    writes = values["servesim:emulator_writes_total"]
+    return values["servesim:emulator_write_lateness_seconds_total"] / writes if writes else 0.0
+
+
 def test_half_load_e2e_mean_matches_the_simulator(tmp_path, capsys):
     """Same scenario and seed: the observed E2E mean is the simulator's within 2%, plus what
     the client's measured lateness alone changes in the simulator (zero on an idle machine:
-    on a loaded one the client's event loop can be starved for a whole iteration). And against
-    the simulator on the arrivals the server actually saw, within 2% with no allowance."""
+    on a loaded one the client's event loop can be starved for a whole iteration) and the
+    emulator's own measured write lateness. And against the simulator on the arrivals the
+    server actually saw, within 2% plus that lateness."""
     path = scenario_file(tmp_path, rate=10, requests=80)
     scenario = load_scenario(path)
     sim = simulate(scenario).requests.sort_values("id")
     with run_emulator_in_thread(scenario) as url:
         code = observe(path, url, tmp_path / "out", "--timeout-s", "20")
+        late_s = write_lateness_mean_s(url)
     assert code == 0, capsys.readouterr().err
     obs = pd.read_parquet(tmp_path / "out" / "requests.parquet").sort_values("id")
     assert (obs["status"] == "finished").all() and len(obs) == 80
@@ -93,6 +109,9 @@ def test_half_load_e2e_mean_matches_the_simulator(tmp_path, capsys):
     replay_mean = replay["e2e_s"].mean()
     obs_from_sent = (obs["finish_s"] - obs["sent_s"]).mean()
     jitter = abs(replay_mean + lag.mean() - sim_mean) / sim_mean
+    # The emulator's own measured lateness: on a loaded machine its event loop wakes late and
+    # its streams' tokens go out after their simulated times (the schedule itself never drifts).
+    late = late_s / replay_mean
     diff = obs["e2e_s"].to_numpy() - sim["e2e_s"].to_numpy()
     message = (f"observed E2E mean {obs_mean:.4f} s, simulated {sim_mean:.4f} s "
                f"({100 * abs(obs_mean - sim_mean) / sim_mean:.2f}%); from the send times: "
@@ -100,9 +119,10 @@ def test_half_load_e2e_mean_matches_the_simulator(tmp_path, capsys):
                f"({100 * abs(obs_from_sent - replay_mean) / replay_mean:.2f}%); jitter: "
                f"dispatch lag mean {1e3 * lag.mean():.2f} ms, max {1e3 * lag.max():.2f} ms, "
                f"moving the simulated mean by {100 * jitter:.2f}%; per-request E2E difference "
-               f"mean {1e3 * diff.mean():.2f} ms, sd {1e3 * diff.std():.2f} ms")
-    assert abs(obs_from_sent - replay_mean) / replay_mean <= TOLERANCE, message
-    assert abs(obs_mean - sim_mean) / sim_mean <= TOLERANCE + jitter, message
+               f"mean {1e3 * diff.mean():.2f} ms, sd {1e3 * diff.std():.2f} ms; emulator "
+               f"write lateness mean {1e3 * late_s:.2f} ms ({100 * late:.2f}%)")
+    assert abs(obs_from_sent - replay_mean) / replay_mean <= TOLERANCE + late, message
+    assert abs(obs_mean - sim_mean) / sim_mean <= TOLERANCE + jitter + late, message
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["prompt_token_mismatches"] == 0 and summary["completed"] == 80
 
