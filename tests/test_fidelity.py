@@ -272,3 +272,16 @@ def test_observed_emulator_replays_within_jitter(tmp_path, capsys) -> None:
                      "--request-overhead-ms", str(max(overhead_s, 0.0) * 1e3)], capsys)
     assert abs(shifted["metrics"]["ttft_s"]["mean"]["rel_error"]) <= \
         abs(ttft["rel_error"]) + 1e-9
+
+
+def test_a_scaled_emulator_run_is_named(run_dir, tmp_path) -> None:
+    """An observed run of the emulator at another time scale has wall times that are scale x
+    the simulated ones: the replay says so rather than reporting a plain error."""
+    observed, scenario = run_dir
+    (tmp_path / "obs").mkdir()
+    (tmp_path / "obs" / "requests.parquet").write_bytes((observed / "requests.parquet")
+                                                        .read_bytes())
+    (tmp_path / "obs" / "summary.json").write_text(json.dumps(
+        {"source": "observed", "server": {"config": {"time_scale": "0.5"}}}))
+    result = run_fidelity(tmp_path / "obs", scenario)
+    assert any("time_scale = 0.5" in w for w in result.warnings)

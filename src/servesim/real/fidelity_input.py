@@ -145,6 +145,11 @@ def server_warnings(summary: dict[str, Any], engine: Any) -> list[str]:
             "max_model_len": engine.length_limits[0] if engine.max_model_len is None
             else engine.max_model_len}
     out = []
+    scale = _number(reported.get("time_scale"))
+    if scale is not None and scale != 1.0:
+        out.append(f"the server is servesim's emulator at time_scale = {scale:g}: its wall "
+                   f"times are {scale:g} x the simulated ones, so every latency differs by that "
+                   "factor (observe it with --time-scale 1)")
     for key, name in _SERVER_FIELDS.items():
         theirs = _number(reported.get(key))
         if theirs is None:
