@@ -6,14 +6,16 @@ index in arrival order, the order in which predictions are drawn) reads prompt
 (offset + i) mod N of the file, N its number of prompts, so the prompts cycle when the run has
 more requests than the file has lines. A lengths trace written in the prompts file's order
 (one row per prompt, the target model's output lengths) thus pairs each request with its own
-prompt; ``offset`` (default 0) shifts the pairing. Relative paths resolve against the working
+prompt; ``offset`` (default 0) shifts the pairing. In a scenario, relative paths resolve
+against the scenario's folder (as a trace's path does); given directly, against the working
 directory.
 
 The prediction of a request is the model's prediction for its prompt: it reads neither the
-request's true size nor the seed, so the draws are the same in every run. The model runs once,
-over the whole prompts file, when the predictor is built; a draw is then an index. Because a
-request's prediction depends on its index, the engines draw these predictions for every
-request at once, which they do for every predictor they do not know to be per-request.
+request's true size nor the seed, so the draws are the same in every run. Building the
+predictor reads the model and the prompts (so a bad file fails when a scenario is loaded); the
+model runs once, over the whole prompts file, at the first draw, and a draw is then an index.
+Because a request's prediction depends on its index, the engines draw these predictions for
+every request at once, which they do for every predictor they do not know to be per-request.
 """
 
 from __future__ import annotations
@@ -48,7 +50,17 @@ class LearnedPredictor(Predictor):
         model = load_model(spec["model"])
         prompts = read_prompts(spec["prompts"])
         self.target_model = model.target_model
-        self.prompt_predictions = model.predict(prompts.texts, prompts.prompt_tokens)
+        self._model, self._prompts = model, prompts
+        self._predictions: np.ndarray | None = None
+
+    @property
+    def prompt_predictions(self) -> np.ndarray:
+        """The model's prediction for every prompt of the file, in file order (computed once:
+        a scenario's validation builds a predictor it never draws from)."""
+        if self._predictions is None:
+            self._predictions = self._model.predict(self._prompts.texts,
+                                                    self._prompts.prompt_tokens)
+        return self._predictions
 
     def _draw(self, x: np.ndarray, prompt: np.ndarray | None,
               rng: np.random.Generator) -> np.ndarray:
