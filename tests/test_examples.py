@@ -207,3 +207,22 @@ def test_kv_pressure_preempts_by_recompute_or_swap(kv: ModuleType) -> None:
         assert recompute["recomputed_tokens"] > 0 and recompute["swapped_gb"] == 0
         assert swap["swapped_gb"] > 0
         assert round(swap["swapped_gb"] * 1e9) % block_bytes == 0        # whole blocks move
+
+
+def test_learned_study_skips_cleanly_without_the_data(tmp_path, monkeypatch, capsys) -> None:
+    study = load_example("learned_study")
+    monkeypatch.setattr(study, "DATA", tmp_path / "absent")
+    assert study.main(["--out", str(tmp_path / "out")]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_learned_study_quick_run(tmp_path, capsys) -> None:
+    """The study's quick grid runs on the shared AlpacaEval data, and learning to rank with
+    the learned predictor gives SPJF's schedule, as the study checks in every run."""
+    study = load_example("learned_study")
+    if not (study.DATA / "alpacaeval_prompts.jsonl").exists():
+        pytest.skip("AlpacaEval data not available")
+    assert study.main(["--quick", "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "table.csv").exists()
