@@ -150,7 +150,8 @@ def test_public_surface():
         "Oracle", "PredictionCost", "Predictor", "PromptRegression", "Trail", "TrailState",
         "UniformNoise", "fit_prompt_spec", "load_alpacaeval", "make_predictor"}
     assert set(pkg.PREDICTORS) == {"oracle", "lognormal", "exponential", "uniform", "gaussian",
-                                   "binned", "one_bit", "prompt", "trail", "learned"}
+                                   "binned", "one_bit", "prompt", "trail", "learned",
+                                   "table"}
     for name in pkg.__all__:
         assert getattr(pkg, name) is not None
 

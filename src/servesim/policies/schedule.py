@@ -35,7 +35,8 @@ from servesim.predictors import OneBit as OneBitPredictor
 from servesim.predictors import Predictor, make_predictor
 
 SCHEDULE_KEYS = ("order", "predictor", "bit_predictor", "max_preemptions")
-_LEARNED_PATHS = ("model", "prompts")
+# The predictor keys that name files, read from the scenario's folder when relative.
+_PATH_KEYS = {"learned": ("model", "prompts"), "table": ("path",)}
 
 
 class SkipPredictors(NamedTuple):
@@ -119,8 +120,8 @@ def parse_schedule(spec: Any, name: str = "schedule",
     unknown order or predictor kind (suggesting the closest), a bad parameter, an ordering the
     LLM engine does not support, an order that reads predictions without a predictor, or a
     bit predictor missing (skippredict), superfluous (any other order) or not ``one_bit``.
-    A learned predictor's relative ``model`` and ``prompts`` paths are read from ``base_dir``
-    (the scenario's folder), as a trace's path is.
+    A learned predictor's relative ``model`` and ``prompts`` paths, and a table predictor's
+    ``path``, are read from ``base_dir`` (the scenario's folder), as a trace's path is.
     """
     spec = table(spec, name)
     check_keys(spec, name, SCHEDULE_KEYS)
@@ -140,8 +141,8 @@ def _predictor(spec: Any, field_name: str, base_dir: Path | None = None
     if spec is None:
         return None, None
     spec = dict(table(spec, field_name))
-    if base_dir is not None and spec.get("kind") == "learned":
-        for key in _LEARNED_PATHS:
+    if base_dir is not None and spec.get("kind") in _PATH_KEYS:
+        for key in _PATH_KEYS[spec["kind"]]:
             if isinstance(spec.get(key), str) and not Path(spec[key]).is_absolute():
                 spec[key] = str(base_dir / spec[key])
     return spec, make_predictor(spec, seed=0, field=field_name)

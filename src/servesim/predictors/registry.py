@@ -21,6 +21,7 @@ from servesim.predictors.noisy import (
     UniformNoise,
 )
 from servesim.predictors.prompt import PromptRegression
+from servesim.predictors.table import PredictionTable
 from servesim.predictors.trail import Trail
 
 # kind -> (class, required keys, optional keys)
@@ -35,6 +36,7 @@ PREDICTORS: dict[str, tuple[type[Predictor], tuple[str, ...], tuple[str, ...]]] 
     "prompt": (PromptRegression, ("model",), ("intercept", "slope", "edges", "means")),
     "trail": (Trail, ("bins", "refine_every"), ("confusion",)),
     "learned": (LearnedPredictor, ("model", "prompts"), ("offset",)),
+    "table": (PredictionTable, ("path",), ("column", "offset")),
 }
 
 
