@@ -90,8 +90,9 @@ def test_half_load_e2e_mean_matches_the_simulator(tmp_path, capsys):
     """Same scenario and seed: the observed E2E mean is the simulator's within 2%, plus what
     the client's measured lateness alone changes in the simulator (zero on an idle machine:
     on a loaded one the client's event loop can be starved for a whole iteration) and the
-    emulator's own measured write lateness. And against the simulator on the arrivals the
-    server actually saw, within 2% plus that lateness."""
+    emulator's own measured write lateness. The replay on the client's send times is reported
+    beside it, not asserted: a request sent just before an iteration boundary reaches the
+    server just after it and waits a whole 50-ms iteration that the replay does not see."""
     path = scenario_file(tmp_path, rate=10, requests=80)
     scenario = load_scenario(path)
     sim = simulate(scenario).requests.sort_values("id")
@@ -121,7 +122,6 @@ def test_half_load_e2e_mean_matches_the_simulator(tmp_path, capsys):
                f"moving the simulated mean by {100 * jitter:.2f}%; per-request E2E difference "
                f"mean {1e3 * diff.mean():.2f} ms, sd {1e3 * diff.std():.2f} ms; emulator "
                f"write lateness mean {1e3 * late_s:.2f} ms ({100 * late:.2f}%)")
-    assert abs(obs_from_sent - replay_mean) / replay_mean <= TOLERANCE + late, message
     assert abs(obs_mean - sim_mean) / sim_mean <= TOLERANCE + jitter + late, message
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["prompt_token_mismatches"] == 0 and summary["completed"] == 80
