@@ -30,9 +30,10 @@ from servesim.cluster.engine import ClusterEngine
 from servesim.core.errors import ConfigError, SimulationError
 from servesim.core.rng import Streams
 from servesim.engine.config import EngineConfig
+from servesim.engine.intake import guarded_run
 from servesim.engine.reference import _Req
 from servesim.engine.state import EngineRun
-from servesim.engine.stop import Interrupted, StopFlag
+from servesim.engine.stop import StopFlag
 from servesim.policies.batching import Policy, policy_class
 from servesim.policies.ordering import FCFS
 from servesim.workload.arrivals import check_amount
@@ -210,18 +211,6 @@ def run_closed_loop(loop: ClosedLoop, config: EngineConfig, cost: Any, seed: int
         until_s = horizon_s
     state = _Loop(loop, config, cost, Streams(seed), n_requests, horizon_s)
     state.engine.check = check_invariants
-    flag = StopFlag() if stop is None else stop
-    with flag.deferred():
-        try:
-            t, reason = state.loop(until_s, progress, max_in_system, flag)
-        except KeyboardInterrupt as e:
-            try:
-                run = state.result(state.engine.now, "interrupted")
-            except Exception:
-                raise e from None
-            raise Interrupted(run, flag.signum) from None
-        run = state.result(t, reason)
-    if flag.signum is not None:
-        raise Interrupted(run, flag.signum)
-    return run
+    return guarded_run(lambda flag: state.loop(until_s, progress, max_in_system, flag),
+                       state.result, lambda: state.engine.now, stop)
 

@@ -79,18 +79,32 @@ class Intake:
         Raises Interrupted (a KeyboardInterrupt) carrying the records so far if ``stop`` is set
         by a signal during the run or a KeyboardInterrupt is raised inside it.
         """
-        flag = StopFlag() if stop is None else stop
-        with flag.deferred():
+        return guarded_run(lambda flag: self._loop(until_s, progress, max_in_system, flag),
+                           self._result, lambda: self.now, stop)
+
+
+def guarded_run(loop: Callable[[StopFlag], tuple[float, str]],
+                result: Callable[[float, str], EngineRun], now: Callable[[], float],
+                stop: StopFlag | None) -> EngineRun:
+    """Run ``loop(flag)`` (returning its end time and stop reason) with signals deferred to
+    the next iteration boundary, and build the records with ``result(t, reason)``.
+
+    Raises Interrupted carrying the records so far if ``stop`` is set by a signal during the
+    run, or if a KeyboardInterrupt is raised inside it (then built at ``now()``, the last
+    iteration boundary, where that is possible).
+    """
+    flag = StopFlag() if stop is None else stop
+    with flag.deferred():
+        try:
+            t, reason = loop(flag)
+        except KeyboardInterrupt as e:
+            # Raised inside an iteration, not through a flag: keep what can be built.
             try:
-                t, reason = self._loop(until_s, progress, max_in_system, flag)
-            except KeyboardInterrupt as e:
-                # Raised inside an iteration, not through a flag: keep what can be built.
-                try:
-                    run = self._result(self.now, "interrupted")
-                except Exception:
-                    raise e from None
-                raise Interrupted(run, flag.signum) from None
-            run = self._result(t, reason)
-        if flag.signum is not None:
-            raise Interrupted(run, flag.signum)
-        return run
+                run = result(now(), "interrupted")
+            except Exception:
+                raise e from None
+            raise Interrupted(run, flag.signum) from None
+        run = result(t, reason)
+    if flag.signum is not None:
+        raise Interrupted(run, flag.signum)
+    return run
