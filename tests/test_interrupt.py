@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from interrupt_cases import StopAfter
 from servesim.api import simulate
 from servesim.core.rng import Streams
 from servesim.engine.replica import run_engine
@@ -32,23 +33,6 @@ TABLE = {
 }
 
 
-class StopAfter:
-    """A cost model that asks for a stop (or raises KeyboardInterrupt) at its ``k``-th call,
-    the way a signal handler would in the middle of a run."""
-
-    def __init__(self, inner, k: int, flag: StopFlag | None = None) -> None:
-        self.inner, self.k, self.flag, self.calls = inner, k, flag, 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def iteration_s(self, *args):
-        self.calls += 1
-        if self.calls == self.k:
-            if self.flag is None:
-                raise KeyboardInterrupt
-            self.flag.signum = signal.SIGTERM
-        return self.inner.iteration_s(*args)
 
 
 def scenario(cost_k: int | None = None, flag: StopFlag | None = None):

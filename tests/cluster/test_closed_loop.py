@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from interrupt_cases import StopAfter
 from servesim.api import simulate
 from servesim.cli.main import run_cli
 from servesim.cluster.closed import _Loop, check_closed_loop, run_closed_loop
@@ -146,22 +147,6 @@ def test_lengths_helper_gives_the_simulated_lengths():
     assert req["output_tokens"].tolist() == output.tolist()
 
 
-class StopAfter:
-    """A cost model that sets the stop flag (or raises KeyboardInterrupt) at its k-th call."""
-
-    def __init__(self, inner, k, flag=None):
-        self.inner, self.k, self.flag, self.calls = inner, k, flag, 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def iteration_s(self, *args):
-        self.calls += 1
-        if self.calls == self.k:
-            if self.flag is None:
-                raise KeyboardInterrupt
-            self.flag.signum = signal.SIGTERM
-        return self.inner.iteration_s(*args)
 
 
 @pytest.mark.parametrize("with_flag", [True, False])
