@@ -1,15 +1,40 @@
-"""Random small scenarios and a per-request token check shared by the vllm_v1 and
-first_token tests."""
+"""Random small scenarios, hand-trace helpers and a per-request token check shared by the
+vllm_v1 and first_token tests."""
 
 from __future__ import annotations
 
+import string
 from collections import defaultdict
 
 import numpy as np
 
 from servesim.engine.config import EngineConfig, KVConfig
-from servesim.engine.cost import Affine, Staircase
+from servesim.engine.cost import Affine, Constant, Staircase
+from servesim.engine.replica import run_engine
 from servesim.workload.requests import Requests
+
+T = 0.1
+"""Seconds per iteration of the hand traces (a constant cost), so times read as step counts."""
+
+
+def run_trace(requests: Requests, stepper: str = "fast", **engine):
+    """One hand trace: ``engine`` fields (``kv`` as a dict) on the constant cost ``T``, with
+    the batches recorded and the invariants checked every iteration."""
+    kv = KVConfig(**engine.pop("kv", {}))
+    config = EngineConfig(kv=kv, **engine)
+    return run_engine(requests, config, Constant(T), stepper=stepper, record_batches=True,
+                      check_invariants=True)
+
+
+def phases(result) -> list[str]:
+    """Each iteration's batch as "A p x" words: request letter, phase, tokens."""
+    return [" ".join(f"{string.ascii_uppercase[i]}{p}{x}" for i, p, x in b)
+            for b in result.batches]
+
+
+def in_steps(result, column: str) -> list[float]:
+    """A time column of the records in iterations of ``T``."""
+    return [round(v / T, 9) for v in result.requests[column]]
 
 
 def random_case(rng: np.random.Generator, batching: str, first_token: str | None = None,

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from first_token_cases import check_tokens, random_case
+from first_token_cases import T, check_tokens, in_steps, phases, random_case, run_trace
 from servesim.cluster import EngineSpec, Network, StepClass, Workflow, simulate_network
 from servesim.core.errors import ConfigError
-from servesim.engine.config import BATCHING, EngineConfig, KVConfig
+from servesim.engine.config import BATCHING, EngineConfig
 from servesim.engine.cost import Constant, PiecewiseLinear
 from servesim.engine.ordered import run_ordered
 from servesim.engine.ordered_replica import OrderedReplica
@@ -28,23 +28,11 @@ from servesim.workload.arrivals import Poisson
 from servesim.workload.distributions import UniformInt
 from servesim.workload.requests import Requests
 
-T = 0.1
 PLAIN = ("static", "fastertransformer", "vllm", "orca", "sarathi", "greedy")
 
 
 def run(requests, first_token, batching="sarathi", stepper="fast", **engine):
-    kv = KVConfig(**engine.pop("kv", {}))
-    config = EngineConfig(batching=batching, first_token=first_token, kv=kv, **engine)
-    return run_engine(requests, config, Constant(T), stepper=stepper, record_batches=True,
-                      check_invariants=True)
-
-
-def phases(result) -> list[str]:
-    return [" ".join(f"{'AB'[i]}{p}{x}" for i, p, x in b) for b in result.batches]
-
-
-def steps(result, column) -> list[float]:
-    return [round(v / T, 9) for v in result.requests[column]]
+    return run_trace(requests, stepper, batching=batching, first_token=first_token, **engine)
 
 
 def test_defaults_and_bad_values():
@@ -85,14 +73,14 @@ def test_one_request_on_every_system(batching):
     decode, prefill = run(one, "decode", batching, kv=kv), run(one, "prefill", batching, kv=kv)
     assert phases(decode) == ["Ap6", "Ad1", "Ad1", "Ad1"]
     assert phases(prefill) == ["Ap6", "Ad1", "Ad1"]
-    assert steps(decode, "first_token_s") == [2] and steps(decode, "finish_s") == [4]
-    assert steps(prefill, "first_token_s") == [1] and steps(prefill, "finish_s") == [3]
+    assert in_steps(decode, "first_token_s") == [2] and in_steps(decode, "finish_s") == [4]
+    assert in_steps(prefill, "first_token_s") == [1] and in_steps(prefill, "finish_s") == [3]
     assert decode.requests.max_token_gap_s[0] == pytest.approx(T)
     assert prefill.requests.max_token_gap_s[0] == pytest.approx(T)
     single = Requests.from_lists([0], [6], [1])
     assert phases(run(single, "prefill", batching, kv=kv)) == ["Ap6"]
-    assert steps(run(single, "prefill", batching, kv=kv), "finish_s") == [1]
-    assert steps(run(single, "decode", batching, kv=kv), "finish_s") == [2]
+    assert in_steps(run(single, "prefill", batching, kv=kv), "finish_s") == [1]
+    assert in_steps(run(single, "decode", batching, kv=kv), "finish_s") == [2]
 
 
 @pytest.mark.parametrize("stepper", ["fast", "reference"])
@@ -108,8 +96,8 @@ def test_recompute_reprefill_emits_the_next_token(stepper):
     assert phases(res) == ["Ap2 Bp2", "Ad1", "Ad1", "Bp3", "Bd1"]
     assert list(res.requests.preemptions) == [0, 1]
     assert list(res.requests.recomputed_tokens) == [0, 2]
-    assert steps(res, "first_token_s") == [1, 1]
-    assert steps(res, "finish_s") == [3, 5]
+    assert in_steps(res, "first_token_s") == [1, 1]
+    assert in_steps(res, "finish_s") == [3, 5]
     assert res.requests.max_token_gap_s[1] == pytest.approx(3 * T)
 
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from first_token_cases import check_tokens, random_case
+from first_token_cases import T, check_tokens, in_steps, phases, random_case, run_trace
 from servesim.core.errors import ConfigError
 from servesim.engine.config import EngineConfig, KVConfig
 from servesim.engine.cost import Constant
@@ -25,23 +25,10 @@ from servesim.policies.batching import make_policy
 from servesim.policies.vllm_v1 import VLLMv1
 from servesim.workload.requests import Requests
 
-T = 0.1
-
 
 def run(arrivals, prompts, outputs, stepper="fast", **engine):
-    kv = KVConfig(**engine.pop("kv", {}))
-    config = EngineConfig(batching="vllm_v1", kv=kv, **engine)
-    requests = Requests.from_lists(arrivals, prompts, outputs)
-    return run_engine(requests, config, Constant(T), stepper=stepper, record_batches=True,
-                      check_invariants=True)
-
-
-def phases(result) -> list[str]:
-    return [" ".join(f"{'ABCDE'[i]}{p}{x}" for i, p, x in b) for b in result.batches]
-
-
-def times(result, column) -> list[float]:
-    return [round(v / T, 9) for v in result.requests[column]]
+    return run_trace(Requests.from_lists(arrivals, prompts, outputs), stepper,
+                     batching="vllm_v1", **engine)
 
 
 def test_registered_with_vllm_defaults():
@@ -60,8 +47,8 @@ def test_running_first_threshold_caps_both_chunks_and_budget_runs_out_in_order()
     5: B's last token of prompt, token 1 at 5T. 6: B decodes token 2 and finishes."""
     res = run([0, 0], [8, 8], [2, 2], token_budget=4, chunk_tokens=3)
     assert phases(res) == ["Ap3 Bp1", "Ap3 Bp1", "Ap2 Bp2", "Ad1 Bp3", "Bp1", "Bd1"]
-    assert times(res, "first_token_s") == [3, 5]
-    assert times(res, "finish_s") == [4, 6]
+    assert in_steps(res, "first_token_s") == [3, 5]
+    assert in_steps(res, "finish_s") == [4, 6]
 
 
 def test_waiting_requests_fcfs_while_seats_last():
@@ -70,8 +57,8 @@ def test_waiting_requests_fcfs_while_seats_last():
     3T and finishes with its prefill at 4T."""
     res = run([0, 0, 0], [2, 2, 1], [3, 3, 1], token_budget=10, max_batch_size=2)
     assert phases(res) == ["Ap2 Bp2", "Ad1 Bd1", "Ad1 Bd1", "Cp1"]
-    assert times(res, "first_token_s") == [1, 1, 4]
-    assert times(res, "finish_s") == [3, 3, 4]
+    assert in_steps(res, "first_token_s") == [1, 1, 4]
+    assert in_steps(res, "finish_s") == [3, 3, 4]
     assert list(res.iterations.running) == [2, 2, 0, 0]
 
 
@@ -82,7 +69,7 @@ def test_a_waiting_chunk_is_allocated_whole_or_blocks_the_queue():
     res = run([0, 0, 0], [8, 5, 1], [2, 1, 1], token_budget=16,
               kv=dict(block_tokens=4, blocks=3))
     assert phases(res) == ["Ap8", "Ad1", "Bp5 Cp1"]
-    assert times(res, "finish_s") == [2, 3, 3]
+    assert in_steps(res, "finish_s") == [2, 3, 3]
 
 
 def test_a_request_is_admitted_only_if_all_it_owes_fits():
@@ -94,7 +81,7 @@ def test_a_request_is_admitted_only_if_all_it_owes_fits():
     res = run([0, 0], [8, 12], [2, 1], token_budget=16, chunk_tokens=8,
               kv=dict(block_tokens=4, blocks=4))
     assert phases(res) == ["Ap8", "Ad1", "Bp12"]
-    assert times(res, "finish_s") == [2, 3]
+    assert in_steps(res, "finish_s") == [2, 3]
 
 
 def test_watermark_applies_once_something_runs():
@@ -104,7 +91,7 @@ def test_watermark_applies_once_something_runs():
     res = run([0, 0], [7, 2], [1, 1], token_budget=16,
               kv=dict(block_tokens=1, blocks=10, watermark=0.2))
     assert phases(res) == ["Ap7", "Bp2"]
-    assert times(res, "finish_s") == [1, 2]
+    assert in_steps(res, "finish_s") == [1, 2]
 
 
 def test_preempted_request_goes_first_and_its_reprefill_emits_the_next_token():
@@ -120,8 +107,8 @@ def test_preempted_request_goes_first_and_its_reprefill_emits_the_next_token():
     assert phases(res) == ["Ap2 Bp2", "Ad1 Bd1", "Ad1", "Ad1", "Bp2 Cp1", "Bp2", "Bd1"]
     assert list(res.requests.preemptions) == [0, 1, 0]
     assert list(res.requests.recomputed_tokens) == [0, 3, 0]
-    assert times(res, "first_token_s") == [1, 1, 5]
-    assert times(res, "finish_s") == [4, 7, 5]
+    assert in_steps(res, "first_token_s") == [1, 1, 5]
+    assert in_steps(res, "finish_s") == [4, 7, 5]
     gaps = res.requests.max_token_gap_s
     assert gaps[0] == pytest.approx(T) and gaps[1] == pytest.approx(4 * T)
     assert np.isnan(gaps[2])   # one token: no gap
@@ -137,8 +124,8 @@ def test_nothing_is_admitted_in_a_step_that_preempted():
     res = run([0, 0], [2, 2], [3, 3], token_budget=16, first_token="decode",
               kv=dict(block_tokens=1, blocks=7))
     assert phases(res) == ["Ap2 Bp2", "Ad1 Bd1", "Ad1", "Ad1", "Bp3", "Bd1", "Bd1"]
-    assert times(res, "first_token_s") == [2, 2]
-    assert times(res, "finish_s") == [4, 7]
+    assert in_steps(res, "first_token_s") == [2, 2]
+    assert in_steps(res, "finish_s") == [4, 7]
     assert res.requests.max_token_gap_s[1] == pytest.approx(4 * T)
 
 
@@ -153,7 +140,7 @@ def test_a_running_prefill_that_cannot_grow_preempts_instead_of_shrinking():
     assert phases(res) == ["Ap4 Bp4", "Ad1", "Ad1", "Ad1", "Ad1", "Ad1", "Bp8", "Bp4"]
     assert list(res.requests.preemptions) == [0, 1]
     assert list(res.requests.recomputed_tokens) == [0, 4]
-    assert times(res, "finish_s") == [6, 8]
+    assert in_steps(res, "finish_s") == [6, 8]
 
 
 def _view(running, waiting=(), budget=4, limit=1 << 30, free=100, max_batch=10, watermark=0):
