@@ -124,8 +124,14 @@ def test_fit_recovers_the_emulator_cost(tmp_path: Path, batching: str, first_tok
     path.write_text(EMULATED.format(batching=batching), encoding="utf-8")
     scenario = load_scenario(path)
     with emulator.run_emulator_in_thread(scenario, time_scale=1.0) as url:
+        heard: list[tuple[str, float, float]] = []
         result = run_calibration(url, tmp_path / "cal",
-                                 dataclasses.replace(PLAN, first_token=first_token))
+                                 dataclasses.replace(PLAN, first_token=first_token),
+                                 progress=lambda *event: heard.append(event))
+    # Progress: each probe group once, counting up to a fixed total, then the fit.
+    assert [done for _, done, _ in heard] == list(range(len(heard)))
+    assert {total for _, _, total in heard} == {len(heard) - 1}
+    assert heard[0][0].startswith("prefill") and heard[-1][0] == "fitting"
     coef = result.report["fit"]["coefficients"]
     assert coef["intercept"] == pytest.approx(0.020, rel=0.2)
     assert coef["context_tokens"] == pytest.approx(0.05e-3, rel=0.2)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from servesim.cli.progress import quiet_option
+from servesim.cli.progress import progress_bar, quiet_option
 
 _LABELS = {"ttft_s": "TTFT", "itl_s": "ITL", "tpot_s": "TPOT", "e2e_s": "E2E"}
 
@@ -125,8 +125,8 @@ def calibrate(endpoint: str, out_dir: Path, model: str | None, first_token: str,
     plan = CalibrationPlan.default(max_prompt_tokens=max_prompt_tokens, max_batch=max_batch,
                                    first_token=first_token, timeout_s=timeout_s,
                                    time_scale=time_scale)
-    say = None if quiet else (lambda line: click.echo(line, err=True))
-    result = run_calibration(endpoint, out_dir, plan, model=model, say=say)
+    with progress_bar("calibrate", quiet=quiet) as bar:
+        result = run_calibration(endpoint, out_dir, plan, model=model, progress=bar)
     click.echo(result.text)
 
 

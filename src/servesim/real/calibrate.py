@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from servesim.core.errors import ConfigError
+from servesim.core.progress import Progress
 from servesim.real.calibrate_probe import Prober, open_prober
 from servesim.real.calibrate_rows import Row, decode_rows, mixed_row, prefill_rows
 
@@ -108,8 +108,17 @@ class CalibrationResult:
 
 
 async def _probe(prober: Prober, plan: CalibrationPlan,
-                 say: Callable[[str], None] | None) -> tuple[list[Row], list[str]]:
-    note = say or (lambda line: None)
+                 progress: Progress | None) -> tuple[list[Row], list[str]]:
+    groups = (1 + len(plan.decode_prompts) * len(plan.decode_batches)
+              + len(plan.mixed_prompts) * len(plan.mixed_batches))
+    done = 0
+
+    def note(what: str) -> None:
+        nonlocal done
+        if progress is not None:
+            progress(what, done, groups)
+        done += 1
+
     problems: list[str] = []
     # Warm the server's paths for every prompt size first (the first requests of a fresh
     # process, or of a new shape, run slow).
@@ -143,15 +152,17 @@ async def _probe(prober: Prober, plan: CalibrationPlan,
                                     "found in the decoders' streams")
                 else:
                     rows.append(row)
+    if progress is not None:
+        progress("fitting", groups, groups)
     return rows, problems
 
 
 async def _probe_endpoint(endpoint: str, model: str | None, plan: CalibrationPlan,
-                          say: Callable[[str], None] | None) -> tuple[list[Row], list[str], Any]:
+                          progress: Progress | None) -> tuple[list[Row], list[str], Any]:
     http, prober = await open_prober(endpoint, model, plan.timeout_s)
     try:
         async with asyncio.timeout(plan.max_time_s):
-            rows, problems = await _probe(prober, plan, say)
+            rows, problems = await _probe(prober, plan, progress)
     except TimeoutError:
         raise ConfigError("--endpoint", endpoint, f"a server that answers the {plan.requests} "
                           f"probes within {plan.max_time_s:g} s") from None
@@ -294,8 +305,9 @@ def _text(report: dict[str, Any]) -> str:
 
 def run_calibration(endpoint: str, out_dir: str | Path, plan: CalibrationPlan | None = None, *,
                     model: str | None = None,
-                    say: Callable[[str], None] | None = None) -> CalibrationResult:
+                    progress: Progress | None = None) -> CalibrationResult:
     """Probe ``endpoint`` as ``plan`` says, fit, and write the files into ``out_dir``.
+    ``progress`` hears each probe group as it starts, ``(what, done, total)``.
 
     Raises ConfigError if the server cannot be reached, the probes outlast ``plan.max_time_s``
     or give too few rows to fit.
@@ -309,7 +321,7 @@ def run_calibration(endpoint: str, out_dir: str | Path, plan: CalibrationPlan | 
     except OSError as e:
         raise ConfigError("--out", str(out), f"a folder that can be written ({e.strerror or e})"
                           ) from None
-    rows, problems, prober = asyncio.run(_probe_endpoint(endpoint, model, plan, say))
+    rows, problems, prober = asyncio.run(_probe_endpoint(endpoint, model, plan, progress))
     if len(rows) < 4:
         raise ConfigError("--endpoint", endpoint, "a server whose probes give at least 4 "
                           f"profile rows; they gave {len(rows)} ({'; '.join(problems[:3])})")
